@@ -1,0 +1,42 @@
+# Two commands do the whole set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO := demo
+
+.PHONY: install demo test lint reproduce benchmark clean
+
+install: $(STAMP)
+
+# torch goes first and alone: pinned, it takes the local CPU build; a bare
+# requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip show -q torch >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[train,root,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(DEMO)
+	$(VENV)/bin/calocoffea geometries
+	$(VENV)/bin/calocoffea simulate --geometry cepc_ahcal --particle e- \
+		--energy 10,30,50,100 --events 500 --seed 1 -o $(DEMO)/electrons.root
+	$(VENV)/bin/calocoffea info $(DEMO)/electrons.root
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check calocoffea processors plugins models tests benchmarks reproduce
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+reproduce: $(STAMP)
+	for f in reproduce/*.py; do $(PY) $$f || exit 1; done
+
+benchmark: $(STAMP)
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(DEMO) .mypy_cache .ruff_cache .pytest_cache

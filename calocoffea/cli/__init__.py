@@ -1,0 +1,1 @@
+"""The `calocoffea` command line: one module per subcommand."""

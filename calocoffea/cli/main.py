@@ -1,0 +1,41 @@
+"""Entry point of the `calocoffea` command: dispatches to the subcommand modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from calocoffea import __version__
+from calocoffea.cli import geometries, info, simulate
+from calocoffea.exceptions import CalocoffeaError
+
+SUBCOMMANDS = (simulate, info, geometries)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="calocoffea",
+        description="Calibration and energy reconstruction for highly granular calorimeters.",
+    )
+    top.add_argument("--version", action="version", version=f"calocoffea {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CalocoffeaError as err:
+        print(f"calocoffea {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"calocoffea {args.command}: interrupted; no output was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Every error and warning calocoffea raises, one class per failure.
+
+Messages say what went wrong, why, and how to fix it. Errors that are about a bad
+value also derive from :class:`ValueError` (or :class:`OSError` for files), so code
+that already catches those keeps working.
+"""
+
+from __future__ import annotations
+
+
+class CalocoffeaError(Exception):
+    """Base class of every calocoffea error."""
+
+
+class UnknownPluginError(CalocoffeaError, ValueError):
+    """A plugin name (geometry, calibration, reconstruction) that is not installed."""
+
+
+class PluginLoadError(CalocoffeaError, ImportError):
+    """An installed plugin whose entry point could not be imported."""
+
+
+class GeometryError(CalocoffeaError, ValueError):
+    """An inconsistent geometry definition or a cell outside the geometry."""
+
+
+class SimulationConfigError(CalocoffeaError, ValueError):
+    """An invalid simulation request: particle, energy, event count, beam."""
+
+
+class InputFileError(CalocoffeaError, OSError):
+    """An input file that cannot be opened or is not a calocoffea events file."""
+
+
+class MissingBranchError(InputFileError):
+    """An input tree that lacks branches calocoffea needs."""
+
+
+class StageMismatchError(InputFileError):
+    """An input file at another processing stage (or in other units) than expected."""
+
+
+class OutputPathError(CalocoffeaError, OSError):
+    """An output path that cannot be written."""
+
+
+class FitError(CalocoffeaError, RuntimeError):
+    """A fit that cannot be attempted (too few points, empty input)."""
+
+
+class CalocoffeaWarning(UserWarning):
+    """Base class of every calocoffea warning."""
+
+
+class PluginLoadWarning(CalocoffeaWarning):
+    """An installed plugin failed to load; the others are still available."""
+
+
+class FitWarning(CalocoffeaWarning):
+    """A fit converged poorly; its result carries ``valid=False``."""
+
+
+class ClippingWarning(CalocoffeaWarning):
+    """Values were clipped to the range a detector or a format can represent."""
