@@ -244,7 +244,7 @@ class Geometry:
     def validate_cellids(self, cellid: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """True for ids that name a cell of this geometry."""
         section, layer, i, j = decode_cellid(cellid)
-        ok = (layer < self.n_layers) & (section < len(self.sections))
+        ok = np.array((layer < self.n_layers) & (section < len(self.sections)), dtype=bool)
         ok &= self.layer_section[np.minimum(layer, self.n_layers - 1)] == section
         for k, s in enumerate(self.sections):
             sel = ok & (section == k)

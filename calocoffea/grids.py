@@ -92,13 +92,14 @@ class HexGrid:
 
     def cell_of(self, x: FloatArray, y: FloatArray) -> tuple[IntArray, IntArray, npt.NDArray]:
         """Axial indices (q, r) of the hexagon containing each position (cube rounding)."""
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=np.inf)
+        y = np.nan_to_num(np.asarray(y, dtype=np.float64), nan=np.inf)
+        x, y = np.clip(x, -1e12, 1e12), np.clip(y, -1e12, 1e12)  # outside either way
         fq = (SQRT3 / 3.0 * x - y / 3.0) / self.radius_mm
         fr = (2.0 / 3.0 * y) / self.radius_mm
         fs = -fq - fr
         far = ~(np.abs(fq) + np.abs(fr) < 4 * self.rings)  # also catches NaN
-        fq, fr, fs = np.where(far, 1e6, fq), np.where(far, 0.0, fr), np.where(far, -1e6, fs)
+        fq, fr, fs = np.where(far, self.rings, fq), np.where(far, 0.0, fr), np.where(far, -self.rings, fs)
         q, r, s = np.round(fq), np.round(fr), np.round(fs)
         dq, dr, ds = np.abs(q - fq), np.abs(r - fr), np.abs(s - fs)
         fix_q = (dq > dr) & (dq > ds)
@@ -146,7 +147,9 @@ class HexGrid:
         phi = np.arctan2(y, x)
         ref = self._outer_angles
         diff = np.abs(np.angle(np.exp(1j * (phi[..., None] - ref))))
-        return np.asarray(np.argmin(diff, axis=-1), dtype=np.int64)
+        label = np.argmin(diff, axis=-1)
+        central = (np.asarray(i) == 0) & (np.asarray(j) == 0)
+        return np.asarray(np.where(central, 0, label), dtype=np.int64)
 
 
 Grid = SquareGrid | HexGrid
