@@ -99,7 +99,11 @@ class HexGrid:
         fr = (2.0 / 3.0 * y) / self.radius_mm
         fs = -fq - fr
         far = ~(np.abs(fq) + np.abs(fr) < 4 * self.rings)  # also catches NaN
-        fq, fr, fs = np.where(far, self.rings, fq), np.where(far, 0.0, fr), np.where(far, -self.rings, fs)
+        fq, fr, fs = (
+            np.where(far, self.rings, fq),
+            np.where(far, 0.0, fr),
+            np.where(far, -self.rings, fs),
+        )
         q, r, s = np.round(fq), np.round(fr), np.round(fs)
         dq, dr, ds = np.abs(q - fq), np.abs(r - fr), np.abs(s - fs)
         fix_q = (dq > dr) & (dq > ds)

@@ -106,3 +106,19 @@ def containment_radius(
     order = np.argsort(r)
     cum = np.cumsum(w[order])
     return float(r[order][np.searchsorted(cum, fraction * cum[-1])])
+
+
+def sampling_corrected_sum(
+    events: ak.Array, geometry: Geometry, *, section: int | None = None, hits: str = "hit"
+) -> FloatArray:
+    """Energy [GeV] per event: visible hit energies [MeV] divided by the EM sampling
+    weight f_mip * e_hat of their layer, optionally in one section only. Layers of
+    different structure (the Si-W ECAL's 2.1 and 4.2 mm W) are weighted correctly."""
+    h = events[hits]
+    weight = geometry.layer_property("mip_sampling_fraction") * geometry.layer_property("e_hat")
+    layer = ak.to_numpy(ak.flatten(h.layer)).astype(np.int64)
+    energy = ak.to_numpy(ak.flatten(h.energy)).astype(np.float64) / (1000.0 * weight[layer])
+    if section is not None:
+        energy = energy * (geometry.layer_section[layer] == section)
+    event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(h)))
+    return np.bincount(event, weights=energy, minlength=len(events)).astype(np.float64)

@@ -67,7 +67,9 @@ def test_same_seed_same_events_other_seed_other(tmp_path: Path, sample: Path) ->
     with uproot.open(sample) as a, uproot.open(again) as b, uproot.open(other) as c:
         for key in ("hit_cellid", "hit_energy", "beam_x", "edep_active"):
             assert ak.array_equal(a["events"][key].array(), b["events"][key].array())
-        assert not ak.array_equal(a["events"]["hit_energy"].array(), c["events"]["hit_energy"].array())
+        assert not ak.array_equal(
+            a["events"]["hit_energy"].array(), c["events"]["hit_energy"].array()
+        )
 
 
 def test_info_describes_the_file(sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
