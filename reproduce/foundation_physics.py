@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import re
 import sys
@@ -125,15 +126,40 @@ def pions(lines: list[str], events: int) -> None:
         "| e/pi model, no leakage |"
     )
     lines.append("|---|---|---|---|---|")
-    for e in (10.0, 20.0, 40.0, 80.0):
+    energies, res, res_err = [10.0, 20.0, 40.0, 80.0], [], []
+    for e in energies:
         p = ak.to_numpy(simulate(name, "pi+", e, events, 5).edep_active)
         el = ak.to_numpy(simulate(name, "e-", e, events // 2, 5).edep_active)
         core = fitting.gaussian_core(p)
         ratio = fitting.gaussian_core(el).values["mean"] / core.values["mean"]
+        res.append(core.values["sigma"] / core.values["mean"])
+        res_err.append(core.errors["sigma"] / core.values["mean"])
         lines.append(
             f"| {e:g} | {core.values['sigma'] / core.values['mean']:.3f} | {0.58 / np.sqrt(e):.3f} "
             f"| {ratio:.3f} | {showers.e_over_pi(e, 1.3):.3f} |"
         )
+    r = fitting.resolution(np.array(energies), np.array(res), np.array(res_err))
+    lines.append("")
+    lines.append(
+        f"- pions, plain sum in cepc_ahcal: a = {r.values['a']:.3f} +- {r.errors['a']:.3f}, "
+        f"c = {r.values['c']:.3f} +- {r.errors['c']:.3f} (CALICE AHCAL: about 0.58, and "
+        "0.45 with software compensation; PHYSICS.md)"
+    )
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main() -> int:
@@ -143,8 +169,7 @@ def main() -> int:
     args = parser.parse_args()
     lines = [
         f"Command: `python reproduce/foundation_physics.py --events {args.events}`; "
-        f"{datetime.date.today().isoformat()}, {platform.machine()} {platform.processor() or ''}"
-        f" ({platform.python_implementation()} {platform.python_version()}).",
+        f"{datetime.date.today().isoformat()}, {machine()}.",
         "",
     ]
     shower_max(lines, args.events)
