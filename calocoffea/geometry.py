@@ -101,10 +101,6 @@ class Section:
             raise GeometryError(f"section {self.name!r}: stochastic_term must be in (0, 2)")
 
 
-def _layers(layer: Layer, n: int) -> tuple[Layer, ...]:
-    return (layer,) * n
-
-
 @dataclass(frozen=True)
 class Geometry:
     """A detector: named sections in beam order."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import functools
 import warnings
-from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -103,6 +102,3 @@ def clear_cache() -> None:
     """Forget discovered entry points (after installing a plugin at run time, in tests)."""
     _entry_points.cache_clear()
     _load.cache_clear()
-
-
-Factory = Callable[[], Any]
