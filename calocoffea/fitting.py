@@ -14,6 +14,8 @@ What to use when:
   ``b`` is fixed to 0 unless asked for.
 - :func:`linearity`: the mean response against the beam energy, a straight line, with the
   relative deviation of each point from it.
+- :func:`energy_scan`: a beam-energy scan in one call: the Gaussian core at every energy
+  point, then :func:`resolution` and :func:`linearity` over the points.
 - :func:`landau_mpv`: the most probable value of MIP deposits (muons), from an unbinned
   Landau fit in a window around the peak (PHYSICS.md: about 0.5-3 MPV).
 
@@ -42,9 +44,11 @@ from scipy.special import ndtr
 from calocoffea.exceptions import FitError, FitWarning
 
 __all__ = [
+    "EnergyScan",
     "Estimate",
     "FitResult",
     "LinearityResult",
+    "energy_scan",
     "gaussian_core",
     "landau_mpv",
     "linearity",
@@ -551,3 +555,48 @@ def landau_mpv(values: ArrayLike, *, window: tuple[float, float] = (0.5, 3.0)) -
             "landau_mpv: the Landau fit did not converge cleanly", FitWarning, stacklevel=2
         )
     return Estimate(float(m.values["mpv"]), float(m.errors["mpv"]))
+
+
+# --------------------------------------------------------------------------- energy scan
+
+
+@dataclass(frozen=True, eq=False)
+class EnergyScan:
+    """Per-point Gaussian cores of a beam-energy scan and the curves fitted over them."""
+
+    energy: FloatArray
+    cores: tuple[FitResult, ...]
+    resolution: FitResult
+    linearity: LinearityResult
+
+    @property
+    def sigma_over_e(self) -> FloatArray:
+        return np.array([c.values["sigma"] / c.values["mean"] for c in self.cores])
+
+
+def energy_scan(
+    energy: ArrayLike,
+    samples: Iterable[ArrayLike],
+    *,
+    fix: Mapping[str, float] | None = None,
+    offset: bool = True,
+) -> EnergyScan:
+    """Resolution and linearity of reconstructed energies, one sample per beam energy.
+
+    Each sample is fitted with :func:`gaussian_core`; sigma/mean of the cores enters
+    :func:`resolution` (with ``fix``), the means enter :func:`linearity` (with ``offset``).
+    """
+    e = np.asarray(energy, dtype=np.float64)
+    cores = tuple(gaussian_core(sample) for sample in samples)
+    if len(cores) != e.size:
+        raise FitError(f"energy_scan: {e.size} beam energies but {len(cores)} samples")
+    mean = np.array([c.values["mean"] for c in cores])
+    mean_error = np.array([c.errors["mean"] for c in cores])
+    sigma_error = np.array([c.errors["sigma"] for c in cores]) / mean
+    sigma_over_e = np.array([c.values["sigma"] for c in cores]) / mean
+    return EnergyScan(
+        energy=e,
+        cores=cores,
+        resolution=resolution(e, sigma_over_e, sigma_error, fix=fix),
+        linearity=linearity(e, mean, mean_error, offset=offset),
+    )

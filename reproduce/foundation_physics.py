@@ -86,20 +86,11 @@ def electron_resolution(lines: list[str], events: int) -> None:
             "CALICE Si-W ECAL 16.6 %/sqrt(E) (+) 1.1 %",
         ),
     ):
-        means, errs, res, res_err = [], [], [], []
-        for e in energies:
-            total = section_sum(simulate(name, "e-", float(e), events, 3), name, section)
-            core = fitting.gaussian_core(total)
-            m, s = core.values["mean"], core.values["sigma"]
-            means.append(m)
-            errs.append(core.errors["mean"])
-            res.append(s / m)
-            res_err.append(core.errors["sigma"] / m)
-        r = fitting.resolution(np.array(energies, float), np.array(res), np.array(res_err))
-        scale = np.polyfit(energies, means, 1)[0]
-        lin = fitting.linearity(
-            np.array(energies, float), np.array(means) / scale, np.array(errs) / scale
+        samples = (
+            section_sum(simulate(name, "e-", float(e), events, 3), name, section) for e in energies
         )
+        scan = fitting.energy_scan(energies, samples)
+        r, lin = scan.resolution, scan.linearity
         lines.append(
             f"- {name} electrons {energies[0]}-{energies[-1]} GeV, sum of active energy: "
             f"a = {r.values['a']:.3f} +- {r.errors['a']:.3f}, c = {r.values['c']:.4f} +- "
@@ -126,19 +117,23 @@ def pions(lines: list[str], events: int) -> None:
         "| e/pi model, no leakage |"
     )
     lines.append("|---|---|---|---|---|")
-    energies, res, res_err = [10.0, 20.0, 40.0, 80.0], [], []
-    for e in energies:
-        p = ak.to_numpy(simulate(name, "pi+", e, events, 5).edep_active)
-        el = ak.to_numpy(simulate(name, "e-", e, events // 2, 5).edep_active)
-        core = fitting.gaussian_core(p)
-        ratio = fitting.gaussian_core(el).values["mean"] / core.values["mean"]
-        res.append(core.values["sigma"] / core.values["mean"])
-        res_err.append(core.errors["sigma"] / core.values["mean"])
+    energies = [10.0, 20.0, 40.0, 80.0]
+    pion = fitting.energy_scan(
+        energies, (ak.to_numpy(simulate(name, "pi+", e, events, 5).edep_active) for e in energies)
+    )
+    electron = fitting.energy_scan(
+        energies,
+        (ak.to_numpy(simulate(name, "e-", e, events // 2, 5).edep_active) for e in energies),
+    )
+    for e, res, core_pi, core_e in zip(
+        energies, pion.sigma_over_e, pion.cores, electron.cores, strict=True
+    ):
+        ratio = core_e.values["mean"] / core_pi.values["mean"]
         lines.append(
-            f"| {e:g} | {core.values['sigma'] / core.values['mean']:.3f} | {0.58 / np.sqrt(e):.3f} "
+            f"| {e:g} | {res:.3f} | {0.58 / np.sqrt(e):.3f} "
             f"| {ratio:.3f} | {showers.e_over_pi(e, 1.3):.3f} |"
         )
-    r = fitting.resolution(np.array(energies), np.array(res), np.array(res_err))
+    r = pion.resolution
     lines.append("")
     lines.append(
         f"- pions, plain sum in cepc_ahcal: a = {r.values['a']:.3f} +- {r.errors['a']:.3f}, "

@@ -13,6 +13,7 @@ from calocoffea.fitting import (
     Estimate,
     FitResult,
     LinearityResult,
+    energy_scan,
     gaussian_core,
     linearity,
     resolution,
@@ -282,3 +283,20 @@ def test_fit_result_access_and_text() -> None:
 def test_chi2_ndf_is_nan_without_degrees_of_freedom() -> None:
     result = FitResult({"x": 1.0}, {"x": 0.1}, np.zeros((1, 1)), 0.0, 0, True)
     assert math.isnan(result.chi2_ndf)
+
+
+def test_energy_scan_recovers_resolution_and_linearity() -> None:
+    rng = np.random.default_rng(11)
+    energies = np.array([10.0, 20.0, 50.0, 100.0])
+    a, c = 0.2, 0.02
+    width = np.sqrt(a**2 / energies + c**2)
+    samples = [rng.normal(e, w * e, 20_000) for e, w in zip(energies, width, strict=True)]
+    scan = energy_scan(energies, samples)
+    # 20000 entries per point: sigma/E known to 0.5 %, the means to 0.1 per mille
+    assert abs(scan.resolution["a"] - a) < 5 * scan.resolution.errors["a"]
+    assert abs(scan.resolution["c"] - c) < 5 * scan.resolution.errors["c"]
+    assert abs(scan.linearity["slope"] - 1) < 5 * scan.linearity.errors["slope"]
+    assert scan.linearity.max_deviation < 0.002
+    assert np.allclose(scan.sigma_over_e, width, rtol=0.03)
+    with pytest.raises(FitError, match="3 beam energies but 4 samples"):
+        energy_scan(energies[:3], samples)

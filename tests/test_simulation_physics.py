@@ -71,19 +71,12 @@ def test_transverse_containment_on_5mm_cells(seed: int) -> None:
 
 def resolution_scan(geometry: str, energies, events: int, seed: int, section: int = 0):
     g = get_geometry(geometry)
-    means, errors, sigma_over_e, sigma_errors = [], [], [], []
-    for e in energies:
-        ev = simulate(geometry, "e-", [e], events, seed)
-        total = sampling_corrected_sum(ev, g, section=section)
-        core = fitting.gaussian_core(total)
-        m, s = core.values["mean"], core.values["sigma"]
-        means.append(m)
-        errors.append(core.errors["mean"])
-        sigma_over_e.append(s / m)
-        sigma_errors.append(core.errors["sigma"] / m)
-    res = fitting.resolution(np.array(energies), np.array(sigma_over_e), np.array(sigma_errors))
-    lin = fitting.linearity(np.array(energies), np.array(means), np.array(errors))
-    return res, lin
+    samples = (
+        sampling_corrected_sum(simulate(geometry, "e-", [e], events, seed), g, section=section)
+        for e in energies
+    )
+    scan = fitting.energy_scan(energies, samples)
+    return scan.resolution, scan.linearity
 
 
 @pytest.mark.parametrize("seed", [31, 32])
