@@ -44,6 +44,22 @@ class OutputPathError(CalocoffeaError, OSError):
     """An output path that cannot be written."""
 
 
+class ConditionsError(CalocoffeaError, ValueError):
+    """Detector conditions that are inconsistent, unknown or unreadable."""
+
+
+class ConstantsError(CalocoffeaError, ValueError):
+    """Calibration constants that are malformed, unreadable or miss cells."""
+
+
+class GeometryMismatchError(CalocoffeaError, ValueError):
+    """Inputs, conditions or constants made for different geometries."""
+
+
+class ExecutorError(CalocoffeaError, ValueError):
+    """An executor request that cannot be served (unknown name, bad worker count)."""
+
+
 class FitError(CalocoffeaError, RuntimeError):
     """A fit that cannot be attempted (too few points, empty input)."""
 
@@ -62,3 +78,7 @@ class FitWarning(CalocoffeaWarning):
 
 class ClippingWarning(CalocoffeaWarning):
     """Values were clipped to the range a detector or a format can represent."""
+
+
+class InvalidInputWarning(CalocoffeaWarning):
+    """Input values (NaN or negative deposits) were counted and excluded."""

@@ -237,6 +237,52 @@ class Geometry:
                 out.append(encode_cellid(k, layer, i, j))
         return np.concatenate(out)
 
+    @cached_property
+    def _index_table(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Dense lookup: per section (offset, first layer, n layers, i0, ni, j0, nj), and a
+        flat table from (section, layer, i, j) in each section's bounding box to the
+        position in :meth:`cellids` (-1 for boxes' corners that are not cells)."""
+        rows, table, offset, position = [], [], 0, 0
+        for k, s in enumerate(self.sections):
+            i, j = s.grid.cells()
+            layers = np.flatnonzero(self.layer_section == k)
+            i0, j0 = int(i.min()), int(j.min())
+            ni, nj = int(i.max()) - i0 + 1, int(j.max()) - j0 + 1
+            box = np.full((len(layers), ni, nj), -1, np.int64)
+            n = i.size
+            box[:, i - i0, j - j0] = position + np.arange(len(layers))[:, None] * n + np.arange(n)
+            rows.append((offset, int(layers[0]), len(layers), i0, ni, j0, nj))
+            table.append(box.ravel())
+            offset += box.size
+            position += len(layers) * n
+        return np.array(rows, np.int64), np.concatenate(table)
+
+    def cell_index(self, cellid: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Position of each cell id in :meth:`cellids` (a dense index for per-cell tables);
+        -1 for ids that name no cell of this geometry."""
+        rows, table = self._index_table
+        section, layer, i, j = decode_cellid(cellid)
+        if len(rows) == 1:
+            offset, first, n_layers, i0, ni, j0, nj = rows[0]
+            ok = section == 0
+        else:
+            ok = section < len(rows)
+            offset, first, n_layers, i0, ni, j0, nj = rows[np.where(ok, section, 0)].T
+        layer -= first
+        i -= i0
+        j -= j0
+        ok &= (layer >= 0) & (layer < n_layers) & (i >= 0) & (i < ni) & (j >= 0) & (j < nj)
+        flat = offset + (layer * ni + i) * nj + j
+        flat[~ok] = 0
+        index = table[flat]
+        index[~ok] = -1
+        return index
+
+    @cached_property
+    def cell_layer(self) -> IntArray:
+        """Global layer of every cell, in :meth:`cellids` order."""
+        return decode_cellid(self.cellids())[1]
+
     def validate_cellids(self, cellid: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """True for ids that name a cell of this geometry."""
         section, layer, i, j = decode_cellid(cellid)

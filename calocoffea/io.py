@@ -85,7 +85,8 @@ HIT_DTYPES: dict[str, np.dtype] = {
     "energy": np.dtype(np.float32),  # unit of the file's stage
     "time": np.dtype(np.float32),  # ns
     "flags": np.dtype(np.uint32),  # bits: low gain, saturated, dead, noisy
-    "gain": np.dtype(np.uint8),  # optional
+    "gain": np.dtype(np.uint8),  # optional: 0 high gain, 1 low gain
+    "edep": np.dtype(np.float32),  # optional: MC truth deposit [MeV] after digitisation
 }
 
 REQUIRED_SCALARS: tuple[str, ...] = ("event", "run", "pdg", "beam_energy")

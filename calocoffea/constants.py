@@ -1,0 +1,314 @@
+"""Calibration constants: a frozen value with provenance, stored as correctionlib JSON.
+
+What to use when:
+
+- :func:`nominal_constants` -- the constants that invert the nominal conditions exactly
+  (the drawn truth tables); what ``calocoffea constants nominal`` writes.
+- :meth:`Constants.save` / :func:`load_constants` -- correctionlib JSON (schema v2), the exchange
+  format; C++ and RDataFrame read it with correctionlib's evaluator.
+- :meth:`Constants.dense` -- per-cell numpy arrays in :meth:`Geometry.cellids` order for the
+  hot path (one gather per constant instead of a correctionlib call per hit).
+
+Each parameter is one correction with inputs ``kind`` ("value" or "uncertainty") and
+``cellid`` (per-cell tables) or ``layer`` (per-layer tables). The correction set's description
+holds the provenance as JSON: method, version, geometry and its hash, sample, fit quality,
+plus the read-out settings the calibration needs (:data:`SETTINGS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from calocoffea import __version__
+from calocoffea.conditions import Conditions
+from calocoffea.exceptions import ConstantsError, GeometryMismatchError
+from calocoffea.geometry import Geometry, get_geometry
+
+Binning = Literal["cell", "layer"]
+_FORMAT = "calocoffea-constants"
+_KINDS = ("value", "uncertainty")
+
+#: Per-cell parameters the calibrate processor needs, with their unit.
+CELL_PARAMETERS: dict[str, str] = {
+    "pedestal_hg_adc": "ADC",
+    "pedestal_lg_adc": "ADC",
+    "gain_ratio": "1",
+    "spe_adc": "ADC per pixel",
+    "n_pixels": "pixels",
+    "light_yield_pe": "p.e. per MIP",
+    "nonlinearity_a": "1",
+    "nonlinearity_b": "1",
+    "scale": "1",
+}
+#: Per-layer parameters: MIP reference [MeV] and MIP sampling fraction (MIP -> GeV).
+LAYER_PARAMETERS: dict[str, str] = {"mip_mev": "MeV", "sampling_fraction": "1"}
+#: Read-out settings stored with the constants (defaults of :class:`Electronics`).
+SETTINGS = ("nonlinearity_scale_adc", "desaturation_occupancy", "lg_saturation_adc", "adc_max")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One parameter: values and uncertainties keyed by cell id (or layer)."""
+
+    binning: Binning
+    keys: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    uncertainties: npt.NDArray[np.float64]
+    unit: str = "1"
+
+    def __post_init__(self) -> None:
+        shapes = {np.shape(self.keys), np.shape(self.values), np.shape(self.uncertainties)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ConstantsError(f"table keys, values and uncertainties differ in shape {shapes}")
+        if np.unique(self.keys).size != self.keys.size:
+            raise ConstantsError("a constants table has repeated keys")
+        if not np.all(np.isfinite(self.values)):
+            raise ConstantsError("a constants table has non-finite values")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where constants come from."""
+
+    method: str
+    geometry: str
+    geometry_hash: str
+    version: str = __version__
+    sample: str = ""
+    fit_quality: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Constants:
+    """A frozen set of calibration constants."""
+
+    tables: Mapping[str, Table]
+    provenance: Provenance
+
+    @property
+    def geometry_hash(self) -> str:
+        return self.provenance.geometry_hash
+
+    def check_geometry(self, geometry: Geometry, what: str = "the input") -> None:
+        if geometry.hash != self.geometry_hash:
+            raise GeometryMismatchError(
+                f"constants ({self.provenance.method}) were made for geometry "
+                f"{self.provenance.geometry!r} (hash {self.geometry_hash}) but {what} is "
+                f"{geometry.name!r} (hash {geometry.hash}); use constants made for "
+                f"{geometry.name!r}, e.g. `calocoffea constants nominal --geometry "
+                f"{geometry.name}`"
+            )
+
+    def replace(self, **tables: Table) -> Constants:
+        """A copy with some tables replaced or added."""
+        return dataclasses.replace(self, tables={**self.tables, **tables})
+
+    # ---- dense arrays for the hot path -------------------------------------------------
+    def dense(
+        self, geometry: Geometry, defaults: Mapping[str, float] | None = None
+    ) -> DenseConstants:
+        """Per-cell arrays (cellids order) and per-layer arrays.
+
+        Cells missing from a per-cell table are an error unless ``defaults`` gives a value
+        for that parameter; then they take it and are counted in ``DenseConstants.missing``.
+        """
+        self.check_geometry(geometry)
+        defaults = dict(defaults or {})
+        cells, missing = {}, {}
+        for name in CELL_PARAMETERS:
+            table = self._table(name, "cell")
+            index = geometry.cell_index(table.keys)
+            if np.any(index < 0):
+                bad = table.keys[index < 0][:3].tolist()
+                raise ConstantsError(
+                    f"constants table {name!r} has {np.count_nonzero(index < 0)} cell ids that "
+                    f"are not cells of {geometry.name!r} (e.g. {bad})"
+                )
+            array = np.full(geometry.n_cells, np.nan)
+            array[index] = table.values
+            absent = np.isnan(array)
+            if np.any(absent):
+                if name not in defaults:
+                    example = geometry.cellids()[absent][:3].tolist()
+                    raise ConstantsError(
+                        f"constants table {name!r} misses {np.count_nonzero(absent)} of "
+                        f"{geometry.n_cells} cells (e.g. cell ids {example}); give values for "
+                        f"every cell or an explicit default (defaults={{{name!r}: value}})"
+                    )
+                array[absent] = defaults[name]
+                missing[name] = int(np.count_nonzero(absent))
+            cells[name] = array
+        layers = {}
+        for name in LAYER_PARAMETERS:
+            table = self._table(name, "layer")
+            array = np.full(geometry.n_layers, np.nan)
+            ok = (table.keys >= 0) & (table.keys < geometry.n_layers)
+            array[table.keys[ok]] = table.values[ok]
+            if np.any(np.isnan(array)) or not np.all(ok):
+                raise ConstantsError(
+                    f"constants table {name!r} must have one value for each of the "
+                    f"{geometry.n_layers} layers of {geometry.name!r}"
+                )
+            layers[name] = array
+        settings = self.provenance.settings
+        lacking = [s for s in SETTINGS if s not in settings]
+        if lacking:
+            raise ConstantsError(f"constants lack the read-out settings {lacking}")
+        return DenseConstants(cells, layers, {k: float(settings[k]) for k in SETTINGS}, missing)
+
+    def _table(self, name: str, binning: Binning) -> Table:
+        try:
+            table = self.tables[name]
+        except KeyError:
+            raise ConstantsError(
+                f"constants ({self.provenance.method}) have no table {name!r}; they have "
+                f"{', '.join(self.tables)}"
+            ) from None
+        if table.binning != binning:
+            raise ConstantsError(f"table {name!r} must be per {binning}, not {table.binning}")
+        return table
+
+    # ---- correctionlib -----------------------------------------------------------------
+    def to_correctionlib(self) -> dict[str, Any]:
+        """The correction set as a correctionlib schema-v2 JSON object."""
+        corrections = []
+        for name, table in self.tables.items():
+            key = "cellid" if table.binning == "cell" else "layer"
+            keys = table.keys.tolist()
+            content = {
+                kind: {
+                    "nodetype": "category",
+                    "input": key,
+                    "content": [
+                        {"key": k, "value": float(x)}
+                        for k, x in zip(keys, array.tolist(), strict=True)
+                    ],
+                }
+                for kind, array in zip(_KINDS, (table.values, table.uncertainties), strict=True)
+            }
+            corrections.append(
+                {
+                    "name": name,
+                    "description": f"{name} [{table.unit}] per {table.binning}",
+                    "version": 1,
+                    "inputs": [
+                        {"name": "kind", "type": "string", "description": "value or uncertainty"},
+                        {"name": key, "type": "int", "description": f"calocoffea {key}"},
+                    ],
+                    "output": {"name": name, "type": "real", "description": table.unit},
+                    "data": {
+                        "nodetype": "category",
+                        "input": "kind",
+                        "content": [{"key": k, "value": v} for k, v in content.items()],
+                    },
+                }
+            )
+        description = json.dumps(
+            {"format": _FORMAT, **dataclasses.asdict(self.provenance)}, sort_keys=True
+        )
+        return {"schema_version": 2, "description": description, "corrections": corrections}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write correctionlib JSON; atomic."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary.write_text(json.dumps(self.to_correctionlib(), separators=(",", ":")))
+        os.replace(temporary, path)
+        return path
+
+
+@dataclass(frozen=True)
+class DenseConstants:
+    """Constants as arrays: ``cells[name][cell_index]``, ``layers[name][layer]``."""
+
+    cells: dict[str, npt.NDArray[np.float64]]
+    layers: dict[str, npt.NDArray[np.float64]]
+    settings: dict[str, float]
+    missing: dict[str, int]
+
+
+def load_constants(path: str | os.PathLike[str]) -> Constants:
+    """Read correctionlib JSON written by :meth:`Constants.save`."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        provenance = json.loads(payload["description"])
+        if provenance.pop("format", None) != _FORMAT:
+            raise ValueError("its description is not calocoffea provenance")
+        tables = {c["name"]: _read_correction(c) for c in payload["corrections"]}
+        return Constants(tables, Provenance(**provenance))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConstantsError(
+            f"cannot read constants from {path}: {err}; write them with "
+            "`calocoffea constants nominal` or a calibration method's fit"
+        ) from err
+
+
+def _read_correction(correction: dict[str, Any]) -> Table:
+    key = correction["inputs"][1]["name"]
+    by_kind = {item["key"]: item["value"]["content"] for item in correction["data"]["content"]}
+    keys = np.array([item["key"] for item in by_kind["value"]], np.int64)
+    values = np.array([item["value"] for item in by_kind["value"]], np.float64)
+    unc = {item["key"]: item["value"] for item in by_kind["uncertainty"]}
+    return Table(
+        binning="cell" if key == "cellid" else "layer",
+        keys=keys,
+        values=values,
+        uncertainties=np.array([unc[int(k)] for k in keys], np.float64),
+        unit=correction["output"].get("description", "1"),
+    )
+
+
+def nominal_constants(conditions: Conditions, sample: str = "") -> Constants:
+    """Constants equal to the truth tables of ``conditions`` (zero uncertainty)."""
+    geometry = get_geometry(conditions.geometry)
+    conditions.check_geometry(geometry, "the geometry of these conditions")
+    cellids = geometry.cellids().astype(np.int64)
+    zeros = np.zeros(cellids.size)
+    tables: dict[str, Table] = {}
+    for name, unit in CELL_PARAMETERS.items():
+        values = conditions.values["aging"] if name == "scale" else conditions.values[name]
+        tables[name] = Table("cell", cellids, np.array(values, np.float64), zeros, unit)
+    layers = np.arange(geometry.n_layers, dtype=np.int64)
+    mip = np.zeros(geometry.n_layers)
+    mip[geometry.cell_layer] = conditions.mip_mev
+    layer_values = {
+        "mip_mev": mip,
+        "sampling_fraction": np.asarray(
+            geometry.layer_property("mip_sampling_fraction"), dtype=np.float64
+        ),
+    }
+    for name, unit in LAYER_PARAMETERS.items():
+        tables[name] = Table("layer", layers, layer_values[name], np.zeros(layers.size), unit)
+    e = conditions.electronics
+    return Constants(
+        tables,
+        Provenance(
+            method="nominal",
+            geometry=geometry.name,
+            geometry_hash=geometry.hash,
+            sample=sample or f"conditions {conditions.label} (seed {conditions.seed})",
+            settings={name: float(getattr(e, name)) for name in SETTINGS},
+        ),
+    )
+
+
+__all__ = [
+    "CELL_PARAMETERS",
+    "LAYER_PARAMETERS",
+    "Constants",
+    "DenseConstants",
+    "Provenance",
+    "Table",
+    "load_constants",
+    "nominal_constants",
+]

@@ -1,0 +1,376 @@
+"""Run processors on files with coffea's Runner: iterative, futures or Dask, same results.
+
+What to use when:
+
+- :func:`digitize_files`, :func:`calibrate_files`, :func:`histogram_files` -- the three jobs
+  of the command line, from input files to an output file, checked before any work starts.
+- :func:`run` -- any calocoffea processor on files; returns a :class:`RunResult` with the
+  cutflow, the histograms reduced in a fixed order, and the shards in order.
+- :class:`RunOptions` -- executor (``iterative``, ``futures``, ``dask``), workers, chunk size,
+  a Dask scheduler address (``tcp://host:8786``) for a running cluster, progress bars.
+
+Why the results do not depend on the executor: random numbers are keyed by file, entry and hit
+(:mod:`calocoffea.rng`); integer outputs (count histograms, cutflow) add exactly in any order;
+weighted histograms come back per chunk and are summed here in (file, entry start) order;
+per-event outputs are written per chunk as shards and merged here in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hist
+import numpy as np
+from coffea import processor
+
+from calocoffea.calibration import CalibrationSteps
+from calocoffea.conditions import Conditions, nominal
+from calocoffea.constants import Constants
+from calocoffea.digitization import DigitizationOptions
+from calocoffea.exceptions import (
+    ExecutorError,
+    GeometryMismatchError,
+    InputFileError,
+    InvalidInputWarning,
+    OutputPathError,
+)
+from calocoffea.geometry import Geometry, get_geometry
+from calocoffea.io import FileMetadata, open_events, read_events, read_metadata, write_events
+from calocoffea.schema import CaloSchema
+
+EXECUTORS = ("iterative", "futures", "dask")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: executor, workers, chunk size [events], Dask scheduler, progress bars."""
+
+    executor: str = "iterative"
+    workers: int = 1
+    chunksize: int = 50_000
+    scheduler: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ExecutorError(
+                f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}"
+            )
+        if self.workers < 1:
+            raise ExecutorError(f"workers must be at least 1, got {self.workers}")
+        if self.chunksize < 1:
+            raise ExecutorError(f"chunksize must be at least 1 event, got {self.chunksize}")
+        if self.scheduler is not None and self.executor != "dask":
+            raise ExecutorError("a scheduler address needs --executor dask")
+
+
+@dataclass
+class RunResult:
+    """What a run gives back."""
+
+    cutflow: dict[str, Any] = field(default_factory=dict)
+    histograms: dict[str, hist.Hist] = field(default_factory=dict)
+    shards: list[str] = field(default_factory=list)
+    output: Path | None = None
+
+
+# ------------------------------------------------------------------------------ executors
+
+
+@contextlib.contextmanager
+def _executor(options: RunOptions) -> Iterator[Any]:
+    status = options.progress
+    if options.executor == "iterative":
+        yield processor.IterativeExecutor(status=status)
+    elif options.executor == "futures":
+        yield processor.FuturesExecutor(workers=options.workers, status=status)
+    else:
+        try:
+            from distributed import Client, LocalCluster
+        except ModuleNotFoundError as err:  # pragma: no cover - distributed is a dependency
+            raise ModuleNotFoundError(
+                "the dask executor needs distributed: pip install distributed"
+            ) from err
+        if options.scheduler:
+            client = Client(options.scheduler, timeout=30)
+            cluster = None
+        else:
+            cluster = LocalCluster(
+                n_workers=options.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+            client = Client(cluster)
+        try:
+            yield processor.DaskExecutor(client=client, status=status)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def run(processor_instance: Any, files: Sequence[str | Path], options: RunOptions) -> RunResult:
+    """Run ``processor_instance`` over the ``events`` trees of ``files``."""
+    paths = [str(Path(f).absolute()) for f in files]
+    with _executor(options) as executor:
+        runner = processor.Runner(
+            executor=executor,
+            pre_executor=processor.IterativeExecutor(status=options.progress),
+            schema=CaloSchema,
+            chunksize=options.chunksize,
+        )
+        output = runner({"events": paths}, processor_instance, treename="events")
+    return _reduce(output, paths)
+
+
+def _order(paths: list[str]) -> Any:
+    rank = {p: k for k, p in enumerate(paths)}
+
+    def key(item: tuple[tuple[str, int], Any]) -> tuple[int, int]:
+        (filename, start), _ = item
+        return rank.get(str(Path(filename).absolute()), len(rank)), start
+
+    return key
+
+
+def _reduce(output: dict[str, Any], paths: list[str]) -> RunResult:
+    """Counts as accumulated; weighted histograms and shards in (file, entry start) order."""
+    result = RunResult(cutflow=output.get("cutflow", {}))
+    histograms: dict[str, hist.Hist] = dict(output.get("counts", {}))
+    for _, chunk in sorted(output.get("ordered", {}).items(), key=_order(paths)):
+        for name, h in chunk.items():
+            if name in histograms:
+                histograms[name] += h
+            else:
+                histograms[name] = h.copy()
+    result.histograms = histograms
+    result.shards = [
+        path for _, path in sorted(output.get("shards", {}).items(), key=_order(paths))
+    ]
+    return result
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def _check_inputs(files: Sequence[str | Path], stage: str) -> list[FileMetadata]:
+    if not files:
+        raise InputFileError("no input files given")
+    metadata = []
+    for f in files:
+        open_events(f, stage=stage).file.close()
+        metadata.append(read_metadata(f))
+    hashes = {m.geometry_hash for m in metadata}
+    if len(hashes) > 1:
+        found = ", ".join(f"{f} ({m.geometry})" for f, m in zip(files, metadata, strict=True))
+        raise GeometryMismatchError(f"input files are for different geometries: {found}")
+    return metadata
+
+
+def _geometry_of(metadata: list[FileMetadata], files: Sequence[str | Path]) -> Geometry:
+    name = metadata[0].geometry
+    if not name:
+        raise InputFileError(
+            f"{files[0]} does not say which geometry it is for; write it with calocoffea"
+        )
+    geometry = get_geometry(name)
+    if metadata[0].geometry_hash and metadata[0].geometry_hash != geometry.hash:
+        raise GeometryMismatchError(
+            f"{files[0]} was written for geometry {name!r} with hash "
+            f"{metadata[0].geometry_hash}, but the installed {name!r} has hash {geometry.hash}; "
+            "the geometry definition changed: regenerate the file"
+        )
+    return geometry
+
+
+def _beam_energies(metadata: list[FileMetadata]) -> tuple[float, ...]:
+    energies: set[float] = set()
+    for m in metadata:
+        beam = m.extra.get("beam", {})
+        energies.update(float(e) for e in beam.get("energies_gev", ()))
+        energies.update(float(e) for e in beam.get("energy_range_gev", ()))
+    return tuple(sorted(energies))
+
+
+def _check_output(output: str | Path, files: Sequence[str | Path]) -> Path:
+    target = Path(output).absolute()
+    if any(Path(f).absolute() == target for f in files):
+        raise OutputPathError(f"output {target} is also an input; choose another output path")
+    if not target.parent.is_dir():
+        raise OutputPathError(
+            f"cannot write {target}: directory {target.parent} does not exist; create it first"
+        )
+    return target
+
+
+@contextlib.contextmanager
+def _shard_directory(target: Path) -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix=f".{target.name}-shards-", dir=target.parent)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _merge(shards: list[str], target: Path, metadata: FileMetadata) -> Path:
+    return write_events(target, (read_events(s) for s in shards), metadata)
+
+
+def _warn_invalid(cutflow: dict[str, Any]) -> None:
+    for step, counts in cutflow.items():
+        for reason in ("invalid_deposit", "non_finite_energy"):
+            n = counts.get("removed", {}).get(reason, 0)
+            if n:
+                warnings.warn(
+                    f"{step}: {n} hits with NaN, infinite or negative energy were counted and "
+                    "excluded; check the producer of the input file",
+                    InvalidInputWarning,
+                    stacklevel=3,
+                )
+
+
+# ------------------------------------------------------------------------------ jobs
+
+
+def digitize_files(
+    files: Sequence[str | Path],
+    output: str | Path,
+    *,
+    conditions: Conditions | None = None,
+    seed: int = 0,
+    options: DigitizationOptions | None = None,
+    run_options: RunOptions | None = None,
+) -> RunResult:
+    """Digitise simulated files (stage ``sim``) into one raw file (stage ``raw``)."""
+    from calocoffea.processors.digitize import DigitizeProcessor
+
+    metadata = _check_inputs(files, "sim")
+    geometry = _geometry_of(metadata, files)
+    conditions = conditions or nominal(geometry)
+    conditions.check_geometry(geometry, f"input {files[0]}")
+    target = _check_output(output, files)
+    with _shard_directory(target) as shards:
+        proc = DigitizeProcessor(conditions, seed, shards, options or DigitizationOptions())
+        result = run(proc, files, run_options or RunOptions())
+        extra = {"inputs": [str(f) for f in files], "beam": metadata[0].extra.get("beam", {})}
+        result.output = _merge(result.shards, target, proc.metadata(extra))
+    _warn_invalid(result.cutflow)
+    return result
+
+
+def calibrate_files(
+    files: Sequence[str | Path],
+    output: str | Path,
+    constants: Constants,
+    *,
+    steps: CalibrationSteps | None = None,
+    run_options: RunOptions | None = None,
+) -> RunResult:
+    """Apply ``constants`` to raw files into one calibrated file (stage ``mip`` or ``gev``)."""
+    from calocoffea.processors.calibrate import CalibrateProcessor
+
+    metadata = _check_inputs(files, "raw")
+    geometry = _geometry_of(metadata, files)
+    constants.check_geometry(geometry, f"input {files[0]}")
+    target = _check_output(output, files)
+    with _shard_directory(target) as shards:
+        proc = CalibrateProcessor(constants, shards, steps or CalibrationSteps(), geometry.name)
+        result = run(proc, files, run_options or RunOptions())
+        out_metadata = proc.metadata()
+        out_metadata.extra["beam"] = metadata[0].extra.get("beam", {})
+        result.output = _merge(result.shards, target, out_metadata)
+    return result
+
+
+def histogram_files(
+    files: Sequence[str | Path],
+    output: str | Path | None = None,
+    *,
+    stage: str | None = None,
+    constants: Constants | None = None,
+    steps: CalibrationSteps | None = None,
+    beam_energies_gev: Sequence[float] = (),
+    run_options: RunOptions | None = None,
+) -> RunResult:
+    """Fill the histograms of :mod:`calocoffea.processors.histogram`; write them to
+    ``output`` (ROOT) and beside it ``<output>.json`` (lossless, UHI) if given."""
+    from calocoffea.processors.histogram import HistogramProcessor
+
+    if stage is None:
+        stage = _stage_of(files[0]) if files else "sim"
+    metadata = _check_inputs(files, stage)
+    geometry = _geometry_of(metadata, files)
+    if constants is not None:
+        constants.check_geometry(geometry, f"input {files[0]}")
+    target = _check_output(output, files) if output is not None else None
+    energies = tuple(beam_energies_gev) or _beam_energies(metadata)
+    proc = HistogramProcessor(
+        geometry.name, stage, energies, constants, steps or CalibrationSteps()
+    )
+    result = run(proc, files, run_options or RunOptions())
+    _warn_invalid(result.cutflow)
+    if target is not None:
+        result.output = write_histograms(result.histograms, target)
+    return result
+
+
+def _stage_of(path: str | Path) -> str:
+    return read_metadata(path).stage
+
+
+def write_histograms(histograms: dict[str, hist.Hist], target: Path) -> Path:
+    """ROOT file (TH1/TH2/TH3, contents as double) and ``<target>.json`` (UHI, lossless)."""
+    import json
+    import os
+
+    import uproot
+    from hist import serialization
+
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    side = target.with_name(target.name + ".json")
+    try:
+        with uproot.recreate(temporary) as file:
+            for name, h in histograms.items():
+                if np.issubdtype(h.values().dtype, np.integer):
+                    h = hist.Hist(
+                        *h.axes,
+                        storage=hist.storage.Double(),
+                        data=h.view(flow=True).astype(np.float64),
+                    )
+                file[name] = h
+        payload = {name: serialization.to_uhi(h) for name, h in histograms.items()}
+        side.write_text(json.dumps(payload, default=_json_default))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    return target
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+__all__ = [
+    "EXECUTORS",
+    "RunOptions",
+    "RunResult",
+    "calibrate_files",
+    "digitize_files",
+    "histogram_files",
+    "run",
+    "write_histograms",
+]

@@ -1,0 +1,198 @@
+"""The histogram processor: physics histograms and a cutflow from events of any stage.
+
+Histograms (named axes; names match the columns they come from):
+
+=================  =========================================  ========  ======================
+name               axes                                       storage   reduced
+=================  =========================================  ========  ======================
+``energy_sum``     beam_energy, energy (event sum)            counts    any order (exact)
+``nhit``           beam_energy, nhit                          counts    any order (exact)
+``hit_energy``     cell (dense index), energy (per hit)       counts    any order (exact)
+``occupancy``      layer, i, j                                counts    any order (exact)
+``longitudinal``   beam_energy, layer; weight = energy        double    (file, entry) order
+``transverse``     beam_energy, r [mm]; weight = energy       double    (file, entry) order
+``cell_energy``    layer, i, j; weight = energy               double    (file, entry) order
+=================  =========================================  ========  ======================
+
+Raw (ADC) input can be calibrated on the fly with constants (``constants=``): the
+calibrate+histogram path that needs no intermediate file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+from calocoffea.processors.calibrate import calibrate_chunk
+from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits
+from coffea import processor
+
+from calocoffea.calibration import CalibrationSteps
+from calocoffea.conditions import mip_reference_mev
+from calocoffea.constants import Constants, DenseConstants
+from calocoffea.flags import count_flags
+from calocoffea.geometry import Geometry, get_geometry
+from calocoffea.io import STAGES
+
+#: Typical response per GeV of beam at each stage, times the MIP-equivalent per GeV.
+_ADC_PER_MIP = 345.0
+
+
+def energy_per_gev(geometry: Geometry, stage: str) -> float:
+    """Rough signal per GeV of beam energy in the unit of ``stage`` (for axis ranges)."""
+    f_mip = float(np.mean(geometry.layer_property("mip_sampling_fraction")))
+    mip_mev = float(np.mean(mip_reference_mev(geometry)))
+    per_gev = {
+        "sim": 1000.0 * f_mip,
+        "mip": 1000.0 * f_mip / mip_mev,
+        "raw": 1000.0 * f_mip / mip_mev * _ADC_PER_MIP,
+        "gev": 1.0,
+    }
+    return per_gev[stage]
+
+
+def beam_energy_axis(energies_gev: tuple[float, ...]) -> hist.axis.Variable:
+    """Variable bins centred on the beam energy points (edges halfway between them)."""
+    points = np.unique(np.asarray(energies_gev, dtype=np.float64))
+    if points.size == 0:
+        return hist.axis.Variable([0.0, 1000.0], name="beam_energy", label="Beam energy [GeV]")
+    middle = 0.5 * (points[1:] + points[:-1])
+    edges = np.concatenate([[0.5 * points[0]], middle, [1.5 * points[-1]]])
+    return hist.axis.Variable(edges, name="beam_energy", label="Beam energy [GeV]")
+
+
+@dataclass
+class HistogramProcessor(processor.ProcessorABC):
+    """Fill the histograms of the module docstring for events at ``stage``.
+
+    ``constants`` (with ``steps``) calibrates raw input on the fly; the filled stage is then
+    ``steps.stage``. Axis ranges follow the beam energies and the stage.
+    """
+
+    geometry: str
+    stage: str
+    beam_energies_gev: tuple[float, ...] = ()
+    constants: Constants | None = None
+    steps: CalibrationSteps = field(default_factory=CalibrationSteps)
+    hit_energy_bins: int = 100
+    dense: DenseConstants | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; valid: {', '.join(STAGES)}")
+        geometry = get_geometry(self.geometry)
+        if self.constants is not None:
+            if self.stage != "raw":
+                raise ValueError(
+                    f"constants calibrate raw (ADC) input, but the input is at stage "
+                    f"{self.stage!r}; drop the constants or give raw input"
+                )
+            self.dense = self.constants.dense(geometry)
+
+    @property
+    def filled_stage(self) -> str:
+        return self.steps.stage if self.constants is not None else self.stage
+
+    # ---- histogram definitions ---------------------------------------------------------
+    def _axes(self) -> dict[str, Any]:
+        geometry = get_geometry(self.geometry)
+        unit = STAGES[self.filled_stage]
+        per_gev = energy_per_gev(geometry, self.filled_stage)
+        e_max = max(self.beam_energies_gev, default=100.0)
+        mip = per_gev / (energy_per_gev(geometry, "mip"))  # one MIP in this unit
+        hit_max = 4096.0 if self.filled_stage == "raw" else 8.0 * mip
+        rows = geometry._index_table[0]
+        i0, j0 = rows[:, 3].min(), rows[:, 5].min()
+        i1, j1 = (rows[:, 3] + rows[:, 4]).max(), (rows[:, 5] + rows[:, 6]).max()
+        r_max = float(np.hypot(*max(s.grid.half_width_mm for s in geometry.sections)))
+        return {
+            "beam_energy": beam_energy_axis(self.beam_energies_gev),
+            "energy_sum": hist.axis.Regular(
+                400, 0.0, 1.6 * e_max * per_gev, name="energy", label=f"Energy sum [{unit}]"
+            ),
+            "energy_hit": hist.axis.Regular(
+                self.hit_energy_bins, 0.0, hit_max, name="energy", label=f"Hit energy [{unit}]"
+            ),
+            "nhit": hist.axis.Integer(0, 4000, name="nhit", label="Hits per event"),
+            "cell": hist.axis.Integer(0, geometry.n_cells, name="cell", label="Cell index"),
+            "layer": hist.axis.Integer(0, geometry.n_layers, name="layer", label="Layer"),
+            "i": hist.axis.Integer(int(i0), int(i1), name="i", label="Cell i"),
+            "j": hist.axis.Integer(int(j0), int(j1), name="j", label="Cell j"),
+            "r": hist.axis.Regular(100, 0.0, r_max, name="r", label="Radius [mm]"),
+        }
+
+    def _book(self) -> tuple[dict[str, hist.Hist], dict[str, hist.Hist]]:
+        a = self._axes()
+        counts = {
+            "energy_sum": hist.Hist(
+                a["beam_energy"], a["energy_sum"], storage=hist.storage.Int64()
+            ),
+            "nhit": hist.Hist(a["beam_energy"], a["nhit"], storage=hist.storage.Int64()),
+            "hit_energy": hist.Hist(a["cell"], a["energy_hit"], storage=hist.storage.Int64()),
+            "occupancy": hist.Hist(a["layer"], a["i"], a["j"], storage=hist.storage.Int64()),
+        }
+        weighted = {
+            "longitudinal": hist.Hist(a["beam_energy"], a["layer"], storage=hist.storage.Double()),
+            "transverse": hist.Hist(a["beam_energy"], a["r"], storage=hist.storage.Double()),
+            "cell_energy": hist.Hist(a["layer"], a["i"], a["j"], storage=hist.storage.Double()),
+        }
+        return counts, weighted
+
+    # ---- processing --------------------------------------------------------------------
+    def process(self, events: Any) -> dict[str, Any]:
+        """Steps: calibrate raw hits if constants are given; drop non-finite energies
+        (counted); fill count histograms; fill weighted histograms under the chunk key."""
+        key = chunk_key(events)
+        fields = ("cellid", "layer", "i", "j", "x", "y", "energy", "flags")
+        steps: dict[str, Any] = {}
+        if self.dense is not None:
+            counts, flat, steps["calibrate"] = calibrate_chunk(
+                events, self.geometry, self.dense, self.steps
+            )
+        else:
+            counts, flat = flat_hits(events, fields)
+        energy = np.asarray(flat["energy"], np.float64)
+        finite = np.isfinite(energy)
+        beam = ak.to_numpy(events.beam_energy).astype(np.float64)
+        event_of_hit = np.repeat(np.arange(len(counts)), counts)
+        hit_beam = beam[event_of_hit][finite]
+        e = energy[finite]
+        layer = flat["layer"][finite]
+        geometry = get_geometry(self.geometry)
+        cell = geometry.cell_index(flat["cellid"])[finite]
+        if "i" in flat and "j" in flat:
+            i, j = flat["i"][finite], flat["j"][finite]
+        else:
+            from calocoffea.geometry import decode_cellid
+
+            _, _, i, j = decode_cellid(flat["cellid"][finite])
+        r = np.hypot(flat["x"][finite], flat["y"][finite])
+        sums = np.bincount(event_of_hit[finite], weights=e, minlength=len(counts))
+        nhit = np.bincount(event_of_hit[finite], minlength=len(counts))
+        h, w = self._book()
+        h["energy_sum"].fill(beam_energy=beam, energy=sums)
+        h["nhit"].fill(beam_energy=beam, nhit=nhit)
+        h["hit_energy"].fill(cell=cell, energy=e)
+        h["occupancy"].fill(layer=layer, i=i, j=j)
+        w["longitudinal"].fill(beam_energy=hit_beam, layer=layer, weight=e)
+        w["transverse"].fill(beam_energy=hit_beam, r=r, weight=e)
+        w["cell_energy"].fill(layer=layer, i=i, j=j, weight=e)
+        flags = flat.get("flags")
+        flagged = (
+            {} if flags is None else {k: v for k, v in count_flags(flags[finite]).items() if v}
+        )
+        steps["histogram"] = cutflow_step(
+            len(events),
+            len(events),
+            energy.size,
+            int(finite.sum()),
+            {"non_finite_energy": int(np.count_nonzero(~finite))},
+            flagged,
+        )
+        return {"cutflow": steps, "counts": h, "ordered": {key: w}}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
