@@ -7,10 +7,19 @@ import sys
 from collections.abc import Sequence
 
 from calocoffea import __version__
-from calocoffea.cli import geometries, info, simulate
+from calocoffea.cli import (
+    calibrate,
+    conditions,
+    constants,
+    digitize,
+    geometries,
+    histogram,
+    info,
+    simulate,
+)
 from calocoffea.exceptions import CalocoffeaError
 
-SUBCOMMANDS = (simulate, info, geometries)
+SUBCOMMANDS = (simulate, digitize, calibrate, histogram, constants, conditions, info, geometries)
 
 
 def parser() -> argparse.ArgumentParser:
