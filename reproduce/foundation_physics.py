@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
-import re
 import sys
 from pathlib import Path
 
@@ -31,8 +28,8 @@ from calocoffea.showershape import (
 )
 from calocoffea.simulation import Beam, Simulation, get_particle, showers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BEGIN, END = "<!-- reproduce:foundation:begin -->", "<!-- reproduce:foundation:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _readme import machine, write_block
 
 
 def simulate(geometry: str, particle: str, energy: float, events: int, seed: int, **spot):
@@ -142,21 +139,6 @@ def pions(lines: list[str], events: int) -> None:
     )
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=2000, help="events per energy point")
@@ -176,16 +158,8 @@ def main() -> int:
     pions(lines, args.events)
     text = "\n".join(lines)
     print(text)
-    if not args.no_readme and README.exists():
-        readme = README.read_text()
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in readme:
-            readme = re.sub(
-                re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S
-            )
-        else:
-            readme += "\n" + block + "\n"
-        README.write_text(readme)
+    if not args.no_readme:
+        write_block("foundation", text)
     return 0
 
 
