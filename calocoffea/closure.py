@@ -27,6 +27,7 @@ from calocoffea.calibration import range_top_mip
 from calocoffea.conditions import Conditions, nominal
 from calocoffea.constants import nominal_constants
 from calocoffea.digitization import DigitizationOptions, threshold_response
+from calocoffea.flags import HitFlag
 from calocoffea.geometry import Geometry, get_geometry
 from calocoffea.grids import SquareGrid
 from calocoffea.io import read_events
@@ -117,14 +118,14 @@ def closure_point(
         "off": DigitizationOptions(zero_suppression=False, clipping=False),
         "default": DigitizationOptions(),
     }.items():
-        raw = digitize_files([sim], f"{stem}-{label}-raw.root", seed=seed, options=options,
-                             run_options=run_options)  # fmt: skip
-        calibrated = calibrate_files([raw.output], f"{stem}-{label}-mip.root", constants,
-                                     run_options=run_options)  # fmt: skip
-        ratios[label] = _calibrated_sums(calibrated.output, geo, conditions) / mc
+        raw, mip = Path(f"{stem}-{label}-raw.root"), Path(f"{stem}-{label}-mip.root")
+        digitize_files([sim], raw, seed=seed, options=options, run_options=run_options)
+        calibrate_files([raw], mip, constants, run_options=run_options)
+        ratios[label] = _calibrated_sums(mip, geo, conditions) / mc
         if label == "default":
-            flags = read_events(calibrated.output).hits.flags
-            clipped_events = float(np.mean(ak.to_numpy(ak.any((flags & 2) != 0, axis=1))))
+            flags = read_events(mip).hits.flags
+            clipped = (flags & int(HitFlag.SATURATED)) != 0
+            clipped_events = float(np.mean(ak.to_numpy(ak.any(clipped, axis=1))))
     # prediction from the truth, hit by hit
     counts = ak.to_numpy(ak.num(truth.hits))
     deposit = ak.to_numpy(ak.flatten(truth.hits.energy)).astype(np.float64)
