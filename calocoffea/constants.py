@@ -10,7 +10,8 @@ What to use when:
   hot path (one gather per constant instead of a correctionlib call per hit).
 
 Each parameter is one correction with inputs ``kind`` ("value" or "uncertainty") and
-``cellid`` (per-cell tables) or ``layer`` (per-layer tables). The correction set's description
+``layer``, ``i``, ``j`` (per-cell tables; the ``hit_layer``, ``hit_i``, ``hit_j`` branches) or
+``layer`` alone (per-layer tables). The correction set's description
 holds the provenance as JSON: method, version, geometry and its hash, sample, fit quality,
 plus the read-out settings the calibration needs (:data:`SETTINGS`).
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ import numpy.typing as npt
 from calocoffea import __version__
 from calocoffea.conditions import Conditions
 from calocoffea.exceptions import ConstantsError, GeometryMismatchError
-from calocoffea.geometry import Geometry, get_geometry
+from calocoffea.geometry import Geometry, decode_cellid, encode_cellid, get_geometry
 
 Binning = Literal["cell", "layer"]
 _FORMAT = "calocoffea-constants"
@@ -183,19 +184,11 @@ class Constants:
         """The correction set as a correctionlib schema-v2 JSON object."""
         corrections = []
         for name, table in self.tables.items():
-            key = "cellid" if table.binning == "cell" else "layer"
-            keys = table.keys.tolist()
-            content = {
-                kind: {
-                    "nodetype": "category",
-                    "input": key,
-                    "content": [
-                        {"key": k, "value": float(x)}
-                        for k, x in zip(keys, array.tolist(), strict=True)
-                    ],
-                }
+            inputs = ["layer", "i", "j"] if table.binning == "cell" else ["layer"]
+            content = [
+                {"key": kind, "value": _category_tree(table.keys, array, table.binning)}
                 for kind, array in zip(_KINDS, (table.values, table.uncertainties), strict=True)
-            }
+            ]
             corrections.append(
                 {
                     "name": name,
@@ -203,14 +196,13 @@ class Constants:
                     "version": 1,
                     "inputs": [
                         {"name": "kind", "type": "string", "description": "value or uncertainty"},
-                        {"name": key, "type": "int", "description": f"calocoffea {key}"},
-                    ],
+                        *(
+                            {"name": key, "type": "int", "description": f"hit_{key}"}
+                            for key in inputs
+                        ),
+                    ],  # fmt: skip
                     "output": {"name": name, "type": "real", "description": table.unit},
-                    "data": {
-                        "nodetype": "category",
-                        "input": "kind",
-                        "content": [{"key": k, "value": v} for k, v in content.items()],
-                    },
+                    "data": {"nodetype": "category", "input": "kind", "content": content},
                 }
             )
         description = json.dumps(
@@ -244,7 +236,8 @@ def load_constants(path: str | os.PathLike[str]) -> Constants:
         provenance = json.loads(payload["description"])
         if provenance.pop("format", None) != _FORMAT:
             raise ValueError("its description is not calocoffea provenance")
-        tables = {c["name"]: _read_correction(c) for c in payload["corrections"]}
+        geometry = get_geometry(provenance["geometry"])
+        tables = {c["name"]: _read_correction(c, geometry) for c in payload["corrections"]}
         return Constants(tables, Provenance(**provenance))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConstantsError(
@@ -253,17 +246,62 @@ def load_constants(path: str | os.PathLike[str]) -> Constants:
         ) from err
 
 
-def _read_correction(correction: dict[str, Any]) -> Table:
-    key = correction["inputs"][1]["name"]
-    by_kind = {item["key"]: item["value"]["content"] for item in correction["data"]["content"]}
-    keys = np.array([item["key"] for item in by_kind["value"]], np.int64)
-    values = np.array([item["value"] for item in by_kind["value"]], np.float64)
-    unc = {item["key"]: item["value"] for item in by_kind["uncertainty"]}
+def _category_tree(keys: npt.NDArray[np.int64], values: npt.NDArray[np.float64], binning: str):
+    """Nested correctionlib categories: layer -> i -> j for cells (correctionlib's integer
+    inputs are 32 bit, so packed cell ids cannot be keys), layer alone for layers."""
+    if binning == "layer":
+        items = zip(keys.tolist(), values.tolist(), strict=True)
+        return {"nodetype": "category", "input": "layer",
+                "content": [{"key": k, "value": v} for k, v in items]}  # fmt: skip
+    _, layer, i, j = decode_cellid(keys.astype(np.uint64))
+    tree: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    for lay, ii, jj, v in zip(layer.tolist(), i.tolist(), j.tolist(), values.tolist(), strict=True):
+        tree.setdefault(lay, {}).setdefault(ii, []).append({"key": jj, "value": v})
+    return {
+        "nodetype": "category",
+        "input": "layer",
+        "content": [
+            {"key": lay, "value": {"nodetype": "category", "input": "i", "content": [
+                {"key": ii, "value": {"nodetype": "category", "input": "j", "content": js}}
+                for ii, js in columns.items()
+            ]}}
+            for lay, columns in tree.items()
+        ],
+    }  # fmt: skip
+
+
+def _read_tree(node: dict[str, Any], path: tuple[int, ...] = ()) -> Iterator[tuple]:
+    for item in node["content"]:
+        value = item["value"]
+        if isinstance(value, dict):
+            yield from _read_tree(value, (*path, item["key"]))
+        else:
+            yield (*path, item["key"], value)
+
+
+def _read_correction(correction: dict[str, Any], geometry: Geometry) -> Table:
+    names = [item["name"] for item in correction["inputs"]]
+    binning: Binning = "cell" if names[1:] == ["layer", "i", "j"] else "layer"
+    by_kind = {item["key"]: item["value"] for item in correction["data"]["content"]}
+    rows = {kind: np.array(list(_read_tree(by_kind[kind])), dtype=np.float64) for kind in _KINDS}
+    keys = []
+    for kind in _KINDS:
+        r = rows[kind]
+        if binning == "cell":
+            layer = r[:, 0].astype(np.int64)
+            section = geometry.layer_section[np.clip(layer, 0, geometry.n_layers - 1)]
+            keys.append(encode_cellid(section, layer, r[:, 1], r[:, 2]).astype(np.int64))
+        else:
+            keys.append(r[:, 0].astype(np.int64))
+    order = np.argsort(keys[1])
+    position = order[np.searchsorted(keys[1], keys[0], sorter=order)]
+    if not np.array_equal(keys[1][position], keys[0]):
+        raise ValueError(f"correction {correction['name']!r}: values and uncertainties differ")
     return Table(
-        binning="cell" if key == "cellid" else "layer",
-        keys=keys,
-        values=values,
-        uncertainties=np.array([unc[int(k)] for k in keys], np.float64),
+        binning=binning,
+        keys=keys[0],
+        values=rows["value"][:, -1],
+        uncertainties=rows["uncertainty"][position, -1],
         unit=correction["output"].get("description", "1"),
     )
 
