@@ -200,7 +200,7 @@ class Constants:
                             {"name": key, "type": "int", "description": f"hit_{key}"}
                             for key in inputs
                         ),
-                    ],  # fmt: skip
+                    ],
                     "output": {"name": name, "type": "real", "description": table.unit},
                     "data": {"nodetype": "category", "input": "kind", "content": content},
                 }
