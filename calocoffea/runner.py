@@ -18,6 +18,7 @@ per-event outputs are written per chunk as shards and merged here in that order.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import warnings
@@ -35,6 +36,7 @@ from calocoffea.conditions import Conditions, nominal
 from calocoffea.constants import Constants
 from calocoffea.digitization import DigitizationOptions
 from calocoffea.exceptions import (
+    CalocoffeaError,
     ExecutorError,
     GeometryMismatchError,
     InputFileError,
@@ -57,6 +59,8 @@ class RunOptions:
     chunksize: int = 50_000
     scheduler: str | None = None
     progress: bool = False
+    #: retries of a failed chunk (for flaky storage at a facility; a bad input fails again)
+    retries: int = 0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -88,9 +92,11 @@ class RunResult:
 def _executor(options: RunOptions) -> Iterator[Any]:
     status = options.progress
     if options.executor == "iterative":
-        yield processor.IterativeExecutor(status=status)
+        yield processor.IterativeExecutor(status=status, retries=options.retries)
     elif options.executor == "futures":
-        yield processor.FuturesExecutor(workers=options.workers, status=status)
+        yield processor.FuturesExecutor(
+            workers=options.workers, status=status, retries=options.retries
+        )
     else:
         try:
             from distributed import Client, LocalCluster
@@ -99,7 +105,13 @@ def _executor(options: RunOptions) -> Iterator[Any]:
                 "the dask executor needs distributed: pip install distributed"
             ) from err
         if options.scheduler:
-            client = Client(options.scheduler, timeout=30)
+            try:
+                client = Client(options.scheduler, timeout=30)
+            except (OSError, TimeoutError) as err:
+                raise ExecutorError(
+                    f"cannot reach the Dask scheduler at {options.scheduler} ({err}); start "
+                    "it (`dask scheduler`) or check the address and the network"
+                ) from err
             cluster = None
         else:
             cluster = LocalCluster(
@@ -110,7 +122,7 @@ def _executor(options: RunOptions) -> Iterator[Any]:
             )
             client = Client(cluster)
         try:
-            yield processor.DaskExecutor(client=client, status=status)
+            yield processor.DaskExecutor(client=client, status=status, retries=options.retries)
         finally:
             client.close()
             if cluster is not None:
@@ -118,16 +130,29 @@ def _executor(options: RunOptions) -> Iterator[Any]:
 
 
 def run(processor_instance: Any, files: Sequence[str | Path], options: RunOptions) -> RunResult:
-    """Run ``processor_instance`` over the ``events`` trees of ``files``."""
+    """Run ``processor_instance`` over the ``events`` trees of ``files``.
+
+    A calocoffea error raised in a chunk is re-raised as itself (coffea wraps it)."""
     paths = [str(Path(f).absolute()) for f in files]
-    with _executor(options) as executor:
+    # coffea draws its bars even when told not to: send them nowhere unless asked for
+    with contextlib.ExitStack() as stack:
+        if not options.progress:
+            devnull = stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(devnull))
+        executor = stack.enter_context(_executor(options))
         runner = processor.Runner(
             executor=executor,
             pre_executor=processor.IterativeExecutor(status=options.progress),
             schema=CaloSchema,
             chunksize=options.chunksize,
         )
-        output = runner({"events": paths}, processor_instance, treename="events")
+        try:
+            output = runner({"events": paths}, processor_instance, treename="events")
+        except Exception as err:
+            cause = err.__cause__
+            if isinstance(cause, CalocoffeaError):
+                raise cause from err
+            raise
     return _reduce(output, paths)
 
 
@@ -329,7 +354,6 @@ def _stage_of(path: str | Path) -> str:
 def write_histograms(histograms: dict[str, hist.Hist], target: Path) -> Path:
     """ROOT file (TH1/TH2/TH3, contents as double) and ``<target>.json`` (UHI, lossless)."""
     import json
-    import os
 
     import uproot
     from hist import serialization

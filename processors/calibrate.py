@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits, scalars, write_shard
 from coffea import processor
 
 from calocoffea import __version__
 from calocoffea.calibration import CalibrationSteps, calibrate
 from calocoffea.constants import Constants, DenseConstants
+from calocoffea.exceptions import GeometryMismatchError
 from calocoffea.geometry import get_geometry
 from calocoffea.io import FileMetadata
+from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits, scalars, write_shard
 
 _PASSED = ("cellid", "layer", "i", "j", "x", "y", "z", "time", "gain", "edep")
 
@@ -28,7 +29,7 @@ def calibrate_chunk(
     cell = geometry.cell_index(flat["cellid"])
     if np.any(cell < 0):
         bad = flat["cellid"][cell < 0][:3].tolist()
-        raise ValueError(
+        raise GeometryMismatchError(
             f"{events.metadata['filename']}: {np.count_nonzero(cell < 0)} hits have cell ids "
             f"that are not cells of {geometry_name!r} (e.g. {bad})"
         )

@@ -6,6 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from coffea import processor
+
+from calocoffea import __version__, rng
+from calocoffea.conditions import Conditions
+from calocoffea.digitization import DigitizationOptions, digitize
+from calocoffea.exceptions import GeometryMismatchError
+from calocoffea.flags import count_flags
+from calocoffea.geometry import get_geometry
+from calocoffea.io import FileMetadata
 from calocoffea.processors.common import (
     chunk_key,
     cutflow_step,
@@ -15,14 +24,6 @@ from calocoffea.processors.common import (
     scalars,
     write_shard,
 )
-from coffea import processor
-
-from calocoffea import __version__, rng
-from calocoffea.conditions import Conditions
-from calocoffea.digitization import DigitizationOptions, digitize
-from calocoffea.flags import count_flags
-from calocoffea.geometry import get_geometry
-from calocoffea.io import FileMetadata
 
 _PASSED = ("cellid", "layer", "i", "j", "x", "y", "z")
 
@@ -71,7 +72,7 @@ class DigitizeProcessor(processor.ProcessorABC):
         cell = geometry.cell_index(flat["cellid"])
         if np.any(cell < 0):
             bad = flat["cellid"][cell < 0][:3].tolist()
-            raise ValueError(
+            raise GeometryMismatchError(
                 f"{key[0]}: {np.count_nonzero(cell < 0)} hits have cell ids that are not cells "
                 f"of {geometry.name!r} (e.g. {bad}); was the file made for another geometry?"
             )

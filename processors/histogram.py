@@ -26,16 +26,17 @@ from typing import Any
 import awkward as ak
 import hist
 import numpy as np
-from calocoffea.processors.calibrate import calibrate_chunk
-from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits
 from coffea import processor
 
 from calocoffea.calibration import CalibrationSteps
 from calocoffea.conditions import mip_reference_mev
 from calocoffea.constants import Constants, DenseConstants
+from calocoffea.exceptions import StageMismatchError
 from calocoffea.flags import count_flags
 from calocoffea.geometry import Geometry, get_geometry
 from calocoffea.io import STAGES
+from calocoffea.processors.calibrate import calibrate_chunk
+from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits
 
 #: Typical response per GeV of beam at each stage, times the MIP-equivalent per GeV.
 _ADC_PER_MIP = 345.0
@@ -82,11 +83,11 @@ class HistogramProcessor(processor.ProcessorABC):
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"unknown stage {self.stage!r}; valid: {', '.join(STAGES)}")
+            raise StageMismatchError(f"unknown stage {self.stage!r}; valid: {', '.join(STAGES)}")
         geometry = get_geometry(self.geometry)
         if self.constants is not None:
             if self.stage != "raw":
-                raise ValueError(
+                raise StageMismatchError(
                     f"constants calibrate raw (ADC) input, but the input is at stage "
                     f"{self.stage!r}; drop the constants or give raw input"
                 )
