@@ -61,6 +61,8 @@ class RunOptions:
     progress: bool = False
     #: retries of a failed chunk (for flaky storage at a facility; a bad input fails again)
     retries: int = 0
+    #: how long to wait for a Dask scheduler given by address [s]
+    connect_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -106,7 +108,7 @@ def _executor(options: RunOptions) -> Iterator[Any]:
             ) from err
         if options.scheduler:
             try:
-                client = Client(options.scheduler, timeout=30)
+                client = Client(options.scheduler, timeout=options.connect_timeout_s)
             except (OSError, TimeoutError) as err:
                 raise ExecutorError(
                     f"cannot reach the Dask scheduler at {options.scheduler} ({err}); start "
