@@ -192,3 +192,30 @@ def test_outputs_say_stage_and_provenance(results: dict, workdir: Path) -> None:
     events = read_events(calibrated.output)
     assert ak.all(events.hits.energy > 0.2)  # above the 0.5 MIP threshold, up to noise
     assert not list(workdir.glob(".*shards*"))  # shard directories are cleaned up
+
+
+def test_root_reads_histograms_and_raw_tree(results: dict, workdir: Path) -> None:
+    from calocoffea.runner import write_histograms
+
+    root = pytest.importorskip("ROOT")
+    histograms = results["iterative"][1].histograms
+    path = write_histograms(histograms, workdir / "h.root")
+    f = root.TFile.Open(str(path))
+    try:
+        energy_sum = f.Get("energy_sum")
+        assert energy_sum.InheritsFrom("TH2")
+        assert energy_sum.GetEntries() == pytest.approx(N_EVENTS)
+        longitudinal = f.Get("longitudinal")
+        reference = histograms["longitudinal"].values().sum()
+        assert longitudinal.Integral() == pytest.approx(reference, rel=1e-12)
+        assert f.Get("occupancy").InheritsFrom("TH3")
+    finally:
+        f.Close()
+    frame = root.RDataFrame("events", str(results["iterative"][2]))
+    assert frame.Count().GetValue() == N_EVENTS
+    assert frame.Sum("nhit").GetValue() == results["iterative"][0].cutflow["digitize"]["hits_out"]
+    from hist import serialization
+
+    side = json.loads(path.with_name("h.root.json").read_text())
+    restored = serialization.from_uhi(side["cell_energy"])
+    assert np.array_equal(restored.values(flow=True), histograms["cell_energy"].values(flow=True))
