@@ -11,7 +11,9 @@ What to use when:
 With zero suppression and clipping off, calibration must close: mean(calibrated / MC) = 1.
 With the defaults, the deficit is predicted from the truth hit by hit with
 :func:`calocoffea.digitization.threshold_response` (the threshold folded with the photon
-statistics, clipping at each cell's range top) and compared with the measured deficit.
+statistics, clipping at each cell's range top) and compared with the measured deficit, both
+as 1 - calibrated/MC and as the loss against the cuts-off run on the same hits and random
+numbers (which removes the digitisation fluctuation the two runs share).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class ClosurePoint:
     deficit_predicted: float  # from the truth, hit by hit
     deficit_sharp: float  # naive: truth below threshold + truth above range top
     deficit_difference_error: float  # standard error of (measured - predicted), paired
+    #: the deficit the cuts cause: calibrated/MC with cuts off minus with the defaults, on the
+    #: same hits and random numbers, so the digitisation fluctuation common to (a) cancels
+    deficit_cuts: float
+    deficit_cuts_error: float  # standard error of (deficit_cuts - predicted), paired
     clipped_event_fraction: float
 
     @property
@@ -61,8 +67,16 @@ class ClosurePoint:
     def pull_deficit(self) -> float:
         return (self.deficit - self.deficit_predicted) / self.deficit_difference_error
 
+    @property
+    def pull_cuts(self) -> float:
+        return (self.deficit_cuts - self.deficit_predicted) / self.deficit_cuts_error
+
     def as_dict(self) -> dict[str, float | str | int]:
-        return asdict(self) | {"pull_off": self.pull_off, "pull_deficit": self.pull_deficit}
+        return asdict(self) | {
+            "pull_off": self.pull_off,
+            "pull_deficit": self.pull_deficit,
+            "pull_cuts": self.pull_cuts,
+        }
 
 
 def beam_positions(geometry: Geometry) -> dict[str, tuple[float, float]]:
@@ -139,6 +153,7 @@ def closure_point(
     sharp = _per_event(lost * conditions.mip_mev[cell], counts) / mc
     n = mc.size
     measured = 1.0 - ratios["default"]
+    cuts = ratios["off"] - ratios["default"]
     return ClosurePoint(
         energy_gev=energy_gev,
         position=position,
@@ -151,6 +166,8 @@ def closure_point(
         deficit_predicted=float(predicted.mean()),
         deficit_sharp=float(sharp.mean()),
         deficit_difference_error=float((measured - predicted).std(ddof=1) / np.sqrt(n)),
+        deficit_cuts=float(cuts.mean()),
+        deficit_cuts_error=float((cuts - predicted).std(ddof=1) / np.sqrt(n)),
         clipped_event_fraction=clipped_events,
     )
 

@@ -201,22 +201,28 @@ def _kept_mean_pe(
     noise_pe: FloatArray,
     pixel_spread: float,
     nonuniformity: float,
+    n_pixels: float,
 ) -> FloatArray:
-    """E[(k + eps) 1(k + eps >= t)], k ~ Poisson(mean_pe x Gauss(1, nonuniformity)),
-    eps ~ Gauss(0, pixel_spread^2 k + noise^2)."""
+    """E[(f + eps) 1(f + eps >= t)] [pixels]: k ~ Poisson(mean_pe x Gauss(1, nonuniformity))
+    photo-electrons, f ~ Binomial(n_pixels, 1 - exp(-k / n_pixels)) fired pixels (at low
+    occupancy its variance is about k: it doubles the photon statistics), and
+    eps ~ Gauss(0, pixel_spread^2 f + noise^2)."""
     kmax = int(np.ceil((threshold_pe + 12.0 * np.sqrt(threshold_pe) + 30.0).max()))
-    k = np.arange(kmax + 1, dtype=np.float64)[None, :]
-    sigma = np.sqrt(pixel_spread**2 * k + noise_pe[:, None] ** 2)
-    z = (k - threshold_pe[:, None]) / sigma
-    kept_k = k * special.ndtr(z) + sigma * stats.norm.pdf(z)
+    k = np.arange(kmax + 1, dtype=np.float64)
+    f = np.arange(kmax + 31, dtype=np.float64)
+    fired = stats.binom.pmf(f[None, :], round(n_pixels), -np.expm1(-k[:, None] / n_pixels))
+    sigma = np.sqrt(pixel_spread**2 * f[None, :] + noise_pe[:, None] ** 2)
+    z = (f[None, :] - threshold_pe[:, None]) / sigma
+    kept_f = f[None, :] * special.ndtr(z) + sigma * stats.norm.pdf(z)
     nodes, weights = np.polynomial.hermite_e.hermegauss(16)
     weights = weights / weights.sum()
     expected = np.zeros(mean_pe.size)
     for node, weight in zip(nodes, weights, strict=True):
         mu = mean_pe * max(1.0 + nonuniformity * node, 0.0)
-        pmf = stats.poisson.pmf(k, mu[:, None])
-        tail = np.maximum(mu - (pmf * k).sum(axis=1), 0.0)  # mean carried by k > kmax
-        expected += weight * ((pmf * kept_k).sum(axis=1) + tail)
+        pmf_k = stats.poisson.pmf(k[None, :], mu[:, None])
+        pmf_f = pmf_k @ fired
+        tail = np.maximum(mu - (pmf_k * k).sum(axis=1), 0.0)  # mean carried by k > kmax
+        expected += weight * ((pmf_f * kept_f).sum(axis=1) + tail)
     return expected
 
 
@@ -231,8 +237,9 @@ def threshold_response(
     zero suppression at ``threshold_mip`` and clipping at ``top_mip`` (per hit, or none).
 
     Zero suppression: the photo-electron count is Poisson with a mean smeared by the tile
-    non-uniformity (Gauss-Hermite over the smear, exact Poisson sum), and the threshold acts on
-    the count plus a Gaussian of the gain smear and the pedestal noise in p.e. Clipping: the
+    non-uniformity (Gauss-Hermite over the smear, exact Poisson sum), the fired pixels are
+    binomial around it (exact sum), and the threshold acts on the pixel count plus a Gaussian of
+    the gain smear and the pedestal noise. Clipping: the
     calibrated energy is taken Gaussian around the truth with the photo-statistics, the
     non-uniformity and the binomial pixel variance after de-saturation, and E[min(E, top)].
     """
@@ -250,7 +257,12 @@ def threshold_response(
     for batch in np.array_split(near, max(1, near.size // 50_000)):
         out[batch] = (
             _kept_mean_pe(
-                mean_pe[batch], t_pe[batch], noise_pe[batch], e.pixel_spread, e.nonuniformity
+                mean_pe[batch],
+                t_pe[batch],
+                noise_pe[batch],
+                e.pixel_spread,
+                e.nonuniformity,
+                float(np.mean(v["n_pixels"][cell[batch]])),
             )
             / ly[batch]
         )
