@@ -11,12 +11,24 @@ The flow, one entry point a line:
   ``events`` (scalars + ``hit_*`` branches sharing the counter ``nhit``), stage and units
   stored in the file and checked on reading.
 - ``calocoffea.schema.CaloSchema`` -- coffea NanoEvents schema: ``events.hits.energy`` etc.
+- ``calocoffea.conditions`` -- per-cell detector truth (pedestals, gains, light yield,
+  pixels, non-linearity a and b, aging, dead/noisy), drawn once from a seed.
+- ``calocoffea.digitization`` / ``calocoffea.calibration`` -- the SiPM-on-tile chain
+  MeV -> p.e. -> pixels -> ADC and back ADC -> MIP -> GeV, on flat hit arrays.
+- ``calocoffea.constants`` -- calibration constants with provenance, correctionlib JSON,
+  dense per-cell arrays for the hot path.
+- ``calocoffea.rng`` -- counter-based random numbers keyed by (seed, file, entry, hit, stream).
+- ``calocoffea.processors`` -- coffea processors: digitize, calibrate, histogram.
+- ``calocoffea.runner`` -- run them on iterative / futures / Dask executors with identical
+  results: ``digitize_files``, ``calibrate_files``, ``histogram_files``.
+- ``calocoffea.closure`` -- does calibrating digitised hits give back the MC truth?
 - ``calocoffea.fitting`` -- Gaussian core, RMS/median, resolution a/sqrt(E) (+) b/E (+) c,
   linearity, MIP most probable value (iminuit).
 - ``calocoffea.showershape`` -- longitudinal profile, shower maximum, containment radius.
 - ``calocoffea.registry`` -- entry-point plugin discovery shared by every plugin family.
 - ``calocoffea.exceptions`` -- every error and warning.
-- ``calocoffea`` command line: ``simulate``, ``info``, ``geometries``.
+- ``calocoffea`` command line: ``simulate``, ``info``, ``geometries``, ``digitize``,
+  ``calibrate apply``, ``histogram``, ``constants nominal``, ``conditions draw|show``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """coffea processors of calocoffea (columnar, stateless between chunks).
 
 Imported as ``calocoffea.processors``; the source folder is ``processors/`` at the top of
-the repository (the design card's layout). The digitise, calibrate, reconstruct and
-histogram processors arrive with the processor issue; the events they read are those of
-:mod:`calocoffea.io` through :class:`calocoffea.schema.CaloSchema`.
+the repository (the design card's layout). Run them with :mod:`calocoffea.runner`.
+
+- :class:`~calocoffea.processors.digitize.DigitizeProcessor` -- MeV -> ADC, per-chunk shards.
+- :class:`~calocoffea.processors.calibrate.CalibrateProcessor` -- ADC -> MIP or GeV.
+- :class:`~calocoffea.processors.histogram.HistogramProcessor` -- histograms with named axes
+  and a cutflow, optionally calibrating raw input on the fly.
+- :mod:`~calocoffea.processors.common` -- the output layout they share (cutflow, counts,
+  ordered, shards).
 """
