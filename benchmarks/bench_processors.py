@@ -67,6 +67,8 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from calocoffea.machine import cpu_model, pin_to_one_core  # noqa: E402
+
 GEOMETRY = "cepc_ahcal"
 ELECTRON_ENERGIES_GEV = (10.0, 30.0, 50.0, 100.0)
 MUON_ENERGY_GEV = 10.0
@@ -85,28 +87,6 @@ QUICK = {"events": 2_000, "muon_events": 100_000, "chunksize": 1_000, "repeat": 
 
 
 # ------------------------------------------------------------------------------ machine
-
-
-def pin_to_one_core() -> str:
-    """Pin this process (and its children) to one core it may run on; say what was done."""
-    if not hasattr(os, "sched_setaffinity"):
-        return "not pinned (no sched_setaffinity on this platform)"
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {allowed[0]})
-    except OSError as err:
-        return f"not pinned ({err})"
-    return f"pinned to core {allowed[0]} (of {len(allowed)} allowed)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def memory_total() -> str:
@@ -345,7 +325,7 @@ def bare_histograms(
 
     geometry = get_geometry(GEOMETRY)
     dense, steps = proc.dense, proc.steps
-    h, w = proc._book()
+    total: dict[str, Any] = {}
     branches = ["beam_energy", "nhit", *(f"hit_{name}" for name in hit_fields)]
     with uproot.open(raw) as file:
         tree = file["events"]
@@ -353,30 +333,16 @@ def bare_histograms(
         for arrays in tree.iterate(branches, step_size=step, library="ak"):
             counts = ak.to_numpy(arrays["nhit"]).astype(np.int64)
             flat = {name: ak.to_numpy(ak.flatten(arrays[f"hit_{name}"])) for name in hit_fields}
-            cell_all = geometry.cell_index(flat["cellid"])
+            cell = geometry.cell_index(flat["cellid"])
             result = calibrate(
-                flat["energy"], flat["gain"], flat["flags"], cell_all, flat["layer"], dense, steps
+                flat["energy"], flat["gain"], flat["flags"], cell, flat["layer"], dense, steps
             )
-            energy = np.asarray(result.energy, np.float64)
-            finite = np.isfinite(energy)
+            flat["energy"] = result.energy
             beam = ak.to_numpy(arrays["beam_energy"]).astype(np.float64)
-            event_of_hit = np.repeat(np.arange(len(counts)), counts)
-            hit_beam = beam[event_of_hit][finite]
-            e = energy[finite]
-            layer = flat["layer"][finite]
-            cell = cell_all[finite]
-            i, j = flat["i"][finite], flat["j"][finite]
-            r = np.hypot(flat["x"][finite], flat["y"][finite])
-            sums = np.bincount(event_of_hit[finite], weights=e, minlength=len(counts))
-            nhit = np.bincount(event_of_hit[finite], minlength=len(counts))
-            h["energy_sum"].fill(beam_energy=beam, energy=sums)
-            h["nhit"].fill(beam_energy=beam, nhit=nhit)
-            h["hit_energy"].fill(cell=cell, energy=e)
-            h["occupancy"].fill(layer=layer, i=i, j=j)
-            w["longitudinal"].fill(beam_energy=hit_beam, layer=layer, weight=e)
-            w["transverse"].fill(beam_energy=hit_beam, r=r, weight=e)
-            w["cell_energy"].fill(layer=layer, i=i, j=j, weight=e)
-    return {**h, **w}
+            h, w, _ = proc.fill(beam, counts, flat, cell)
+            for name, filled in {**h, **w}.items():
+                total[name] = total[name] + filled if name in total else filled
+    return total
 
 
 def same_histograms(coffea_hists: dict[str, Any], bare: dict[str, Any]) -> str:

@@ -44,30 +44,10 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from calocoffea.machine import cpu_model, pin_to_one_core  # noqa: E402
+
 #: Throughput target [events/s per core] for 50 GeV e- in cepc_ahcal.
 TARGET_EVENTS_PER_S = 300.0
-
-
-def pin_to_one_core() -> str:
-    """Pin this process to the first core it may run on; say what was done."""
-    if not hasattr(os, "sched_setaffinity"):
-        return "not pinned (no sched_setaffinity on this platform)"
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {allowed[0]})
-    except OSError as err:
-        return f"not pinned ({err})"
-    return f"pinned to core {allowed[0]} (of {len(allowed)} allowed)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def peak_rss_mib() -> float:

@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from calocoffea.exceptions import ConditionsError, GeometryMismatchError
 from calocoffea.geometry import Geometry, get_geometry
+from calocoffea.io import atomic_write
 
 #: Seed of the nominal conditions of every geometry.
 NOMINAL_SEED = 0
@@ -286,10 +287,8 @@ class Conditions:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write an ``.npz`` with every table and the JSON header; atomic."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         arrays: dict[str, Any] = {f"value_{k}": v for k, v in self.values.items()}
-        with open(temporary, "wb") as stream:
+        with atomic_write(path) as temporary, open(temporary, "wb") as stream:
             np.savez_compressed(
                 stream,
                 header=np.array(json.dumps(self.header())),
@@ -298,8 +297,7 @@ class Conditions:
                 mip_mev=self.mip_mev,
                 **arrays,
             )
-        os.replace(temporary, path)
-        return path
+        return Path(path).absolute()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Conditions:

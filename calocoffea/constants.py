@@ -33,6 +33,7 @@ from calocoffea import __version__
 from calocoffea.conditions import Conditions
 from calocoffea.exceptions import ConstantsError, GeometryMismatchError
 from calocoffea.geometry import Geometry, decode_cellid, encode_cellid, get_geometry
+from calocoffea.io import atomic_write
 
 Binning = Literal["cell", "layer"]
 _FORMAT = "calocoffea-constants"
@@ -212,11 +213,10 @@ class Constants:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write correctionlib JSON; atomic."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(self.to_correctionlib(), separators=(",", ":")))
-        os.replace(temporary, path)
-        return path
+        text = json.dumps(self.to_correctionlib(), separators=(",", ":"))
+        with atomic_write(path) as temporary:
+            temporary.write_text(text)
+        return Path(path).absolute()
 
 
 @dataclass(frozen=True)

@@ -127,8 +127,10 @@ def digitize(
     v = conditions.values
     n = energy_mev.size
 
+    base = rng.hit_base(event_keys, counts)
+
     def keys(stream: str) -> npt.NDArray[np.uint64]:
-        return rng.hit_keys(event_keys, counts, stream)
+        return rng.stream_keys(base, stream)
 
     # 1-2. light: non-uniformity, then photo-electrons
     smear = 1.0 + e.nonuniformity * rng.normal(keys("nonuniformity"))

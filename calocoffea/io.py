@@ -248,6 +248,23 @@ def _create_temporary(path: Path) -> Path:
     return temporary
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; it becomes ``path`` when the
+    block ends, and is removed if the block raises (KeyboardInterrupt included): the output
+    appears complete or not at all. The directory is checked first (OutputPathError)."""
+    target = Path(path).absolute()
+    _check_output_path(target)
+    temporary = _create_temporary(target)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+
+
 def _numbers(array: Any, where: str) -> np.ndarray:
     """A flat numeric numpy array, or a ValueError saying what ``where`` should be."""
     try:
@@ -414,19 +431,14 @@ def write_events(
     only then. Any exception (KeyboardInterrupt included) removes the temporary file.
     """
     target = Path(path).absolute()
-    _check_output_path(target)
     algorithm = _resolve_compression(compression)
     metadata_json = metadata.to_json()  # fail before any work if extra is not JSON
-    temporary = _create_temporary(target)
-    try:
-        with uproot.recreate(temporary, compression=algorithm) as file:
-            _write_chunks(file, treename, iter(chunks), metadata)
-            file[METADATA_KEY] = metadata_json
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
+    with (
+        atomic_write(target) as temporary,
+        uproot.recreate(temporary, compression=algorithm) as file,
+    ):
+        _write_chunks(file, treename, iter(chunks), metadata)
+        file[METADATA_KEY] = metadata_json
     return target
 
 

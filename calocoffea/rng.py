@@ -4,7 +4,8 @@ What to use when:
 
 - :func:`file_key` turns a seed and a file identity (its UUID) into one 64-bit key.
 - :func:`event_keys` gives one key per event from that key and the *global* entry numbers.
-- :func:`hit_keys` gives one key per hit and per named stream (:data:`STREAMS`).
+- :func:`hit_keys` gives one key per hit and per named stream (:data:`STREAMS`); for several
+  streams of the same hits, :func:`hit_base` once and :func:`stream_keys` per stream.
 - :func:`uniform`, :func:`normal`, :func:`poisson`, :func:`binomial` draw one variate per key.
 
 Why counter-based: every random number is a pure function of (seed, file identity, global
@@ -34,10 +35,12 @@ __all__ = [
     "binomial",
     "event_keys",
     "file_key",
+    "hit_base",
     "hit_keys",
     "mix64",
     "normal",
     "poisson",
+    "stream_keys",
     "uniform",
 ]
 
@@ -86,18 +89,33 @@ def event_keys(key: int, entries: npt.ArrayLike) -> npt.NDArray[np.uint64]:
     return mix64(mix64(entries * _GOLDEN_U + np.uint64(key & _MASK)))
 
 
-def hit_keys(
-    keys: npt.NDArray[np.uint64], counts: npt.ArrayLike, stream: str | int
-) -> npt.NDArray[np.uint64]:
-    """One key per hit for ``stream``: events' ``keys`` repeated ``counts`` times, each
-    hit told apart by its index within its event."""
-    code = STREAMS[stream] if isinstance(stream, str) else int(stream)
+HitBase = tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]
+
+
+def hit_base(keys: npt.NDArray[np.uint64], counts: npt.ArrayLike) -> HitBase:
+    """What every stream of :func:`stream_keys` starts from: events' ``keys`` repeated
+    ``counts`` times, and each hit's index within its event (shifted to leave room for the
+    stream code). Compute it once per chunk."""
     counts = np.asarray(counts, dtype=np.int64)
     per_hit = np.repeat(np.asarray(keys, dtype=np.uint64), counts)
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     index = (np.arange(per_hit.size, dtype=np.int64) - starts).astype(np.uint64)
-    counter = (index << np.uint64(5)) + np.uint64(code)
-    return mix64(per_hit ^ mix64(counter * _GOLDEN_U + _GOLDEN_U))
+    return per_hit, index << np.uint64(5)
+
+
+def stream_keys(base: HitBase, stream: str | int) -> npt.NDArray[np.uint64]:
+    """One key per hit for ``stream`` from a :func:`hit_base`."""
+    code = STREAMS[stream] if isinstance(stream, str) else int(stream)
+    per_hit, counter = base
+    return mix64(per_hit ^ mix64((counter + np.uint64(code)) * _GOLDEN_U + _GOLDEN_U))
+
+
+def hit_keys(
+    keys: npt.NDArray[np.uint64], counts: npt.ArrayLike, stream: str | int
+) -> npt.NDArray[np.uint64]:
+    """One key per hit for ``stream``: events' ``keys`` repeated ``counts`` times, each
+    hit told apart by its index within its event (:func:`hit_base` + :func:`stream_keys`)."""
+    return stream_keys(hit_base(keys, counts), stream)
 
 
 # ---------------------------------------------------------------------------- samplers

@@ -44,7 +44,14 @@ from calocoffea.exceptions import (
     OutputPathError,
 )
 from calocoffea.geometry import Geometry, get_geometry
-from calocoffea.io import FileMetadata, open_events, read_events, read_metadata, write_events
+from calocoffea.io import (
+    FileMetadata,
+    atomic_write,
+    open_events,
+    read_events,
+    read_metadata,
+    write_events,
+)
 from calocoffea.schema import CaloSchema
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -360,9 +367,11 @@ def write_histograms(histograms: dict[str, hist.Hist], target: Path) -> Path:
     import uproot
     from hist import serialization
 
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    payload = json.dumps(
+        {name: serialization.to_uhi(h) for name, h in histograms.items()}, default=_json_default
+    )
     side = target.with_name(target.name + ".json")
-    try:
+    with atomic_write(target) as temporary, atomic_write(side) as side_temporary:
         with uproot.recreate(temporary) as file:
             for name, h in histograms.items():
                 if np.issubdtype(h.values().dtype, np.integer):
@@ -372,13 +381,7 @@ def write_histograms(histograms: dict[str, hist.Hist], target: Path) -> Path:
                         data=h.view(flow=True).astype(np.float64),
                     )
                 file[name] = h
-        payload = {name: serialization.to_uhi(h) for name, h in histograms.items()}
-        side.write_text(json.dumps(payload, default=_json_default))
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
+        side_temporary.write_text(payload)
     return target
 
 

@@ -11,28 +11,27 @@ from coffea import processor
 from calocoffea import __version__
 from calocoffea.calibration import CalibrationSteps, calibrate
 from calocoffea.constants import Constants, DenseConstants
-from calocoffea.exceptions import GeometryMismatchError
 from calocoffea.geometry import get_geometry
 from calocoffea.io import FileMetadata
-from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits, scalars, write_shard
+from calocoffea.processors.common import (
+    cell_indices,
+    chunk_key,
+    cutflow_step,
+    flat_hits,
+    scalars,
+    write_shard,
+)
 
 _PASSED = ("cellid", "layer", "i", "j", "x", "y", "z", "time", "gain", "edep")
 
 
 def calibrate_chunk(
     events: Any, geometry_name: str, dense: DenseConstants, steps: CalibrationSteps
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """Calibrate the raw hits of a chunk: (hits per event, flat hit fields with the calibrated
-    ``energy`` and ``flags``, cutflow step). Nothing is removed."""
+    ``energy`` and ``flags``, dense cell indices, cutflow step). Nothing is removed."""
     counts, flat = flat_hits(events, (*_PASSED, "energy", "flags"))
-    geometry = get_geometry(geometry_name)
-    cell = geometry.cell_index(flat["cellid"])
-    if np.any(cell < 0):
-        bad = flat["cellid"][cell < 0][:3].tolist()
-        raise GeometryMismatchError(
-            f"{events.metadata['filename']}: {np.count_nonzero(cell < 0)} hits have cell ids "
-            f"that are not cells of {geometry_name!r} (e.g. {bad})"
-        )
+    cell = cell_indices(events, flat["cellid"], geometry_name)
     n = cell.size
     gain = flat.get("gain", np.zeros(n, np.uint8))
     flags = flat.get("flags", np.zeros(n, np.uint32))
@@ -41,7 +40,7 @@ def calibrate_chunk(
     fields["energy"] = result.energy
     fields["flags"] = result.flags
     step = cutflow_step(len(events), len(events), n, n, {}, result.flagged)
-    return counts, fields, step
+    return counts, fields, cell, step
 
 
 @dataclass
@@ -72,7 +71,7 @@ class CalibrateProcessor(processor.ProcessorABC):
     def process(self, events: Any) -> dict[str, Any]:
         """Steps: flatten; calibrate (:func:`calocoffea.calibration.calibrate`); write shard."""
         key = chunk_key(events)
-        counts, fields, step = calibrate_chunk(events, self.geometry, self.dense, self.steps)
+        counts, fields, _, step = calibrate_chunk(events, self.geometry, self.dense, self.steps)
         shard = write_shard(self.shard_dir, key, scalars(events), counts, fields, self.metadata())
         return {"cutflow": {"calibrate": step}, "shards": {key: shard}}
 

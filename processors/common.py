@@ -22,6 +22,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from calocoffea.exceptions import GeometryMismatchError
+from calocoffea.geometry import get_geometry
 from calocoffea.io import FileMetadata, write_events
 
 ChunkKey = tuple[str, int]
@@ -51,6 +53,21 @@ def flat_hits(events: Any, fields: tuple[str, ...]) -> tuple[np.ndarray, dict[st
         name: ak.to_numpy(ak.flatten(hits[name], axis=1)) for name in fields if name in available
     }
     return counts, flat
+
+
+def cell_indices(events: Any, cellid: np.ndarray, geometry_name: str) -> np.ndarray:
+    """Dense cell index of every hit; a GeometryMismatchError naming the chunk's file if a
+    cell id is not a cell of the geometry."""
+    geometry = get_geometry(geometry_name)
+    cell = geometry.cell_index(cellid)
+    if np.any(cell < 0):
+        bad = cellid[cell < 0][:3].tolist()
+        raise GeometryMismatchError(
+            f"{events.metadata['filename']}: {np.count_nonzero(cell < 0)} hits have cell ids "
+            f"that are not cells of {geometry_name!r} (e.g. {bad}); was the file made for "
+            "another geometry?"
+        )
+    return cell
 
 
 def scalars(events: Any) -> dict[str, np.ndarray]:
@@ -90,5 +107,5 @@ def write_shard(
     chunk = ak.zip({**event_fields, "hit": hits}, depth_limit=1)
     stem = hashlib.sha1(key[0].encode()).hexdigest()[:12]
     path = Path(directory) / f"{stem}-{key[1]:012d}-{os.getpid()}.root"
-    write_events(path, [chunk], metadata)
+    write_events(path, [chunk], metadata, compression="lz4")  # temporary: fast, not small
     return str(path)

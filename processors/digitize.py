@@ -11,11 +11,10 @@ from coffea import processor
 from calocoffea import __version__, rng
 from calocoffea.conditions import Conditions
 from calocoffea.digitization import DigitizationOptions, digitize
-from calocoffea.exceptions import GeometryMismatchError
 from calocoffea.flags import count_flags
-from calocoffea.geometry import get_geometry
 from calocoffea.io import FileMetadata
 from calocoffea.processors.common import (
+    cell_indices,
     chunk_key,
     cutflow_step,
     file_identity,
@@ -68,14 +67,7 @@ class DigitizeProcessor(processor.ProcessorABC):
         counts, flat = flat_hits(events, (*_PASSED, "energy", "time"))
         energy = flat["energy"].astype(np.float64)
         valid = np.isfinite(energy) & (energy >= 0)
-        geometry = get_geometry(self.conditions.geometry)
-        cell = geometry.cell_index(flat["cellid"])
-        if np.any(cell < 0):
-            bad = flat["cellid"][cell < 0][:3].tolist()
-            raise GeometryMismatchError(
-                f"{key[0]}: {np.count_nonzero(cell < 0)} hits have cell ids that are not cells "
-                f"of {geometry.name!r} (e.g. {bad}); was the file made for another geometry?"
-            )
+        cell = cell_indices(events, flat["cellid"], self.conditions.geometry)
         keys = rng.event_keys(
             rng.file_key(self.seed, file_identity(events)), global_entries(events)
         )

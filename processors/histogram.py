@@ -33,11 +33,13 @@ from calocoffea.conditions import mip_reference_mev
 from calocoffea.constants import Constants, DenseConstants
 from calocoffea.exceptions import StageMismatchError
 from calocoffea.flags import count_flags
-from calocoffea.geometry import Geometry, get_geometry
+from calocoffea.geometry import Geometry, decode_cellid, get_geometry
 from calocoffea.io import STAGES
 from calocoffea.processors.calibrate import calibrate_chunk
-from calocoffea.processors.common import chunk_key, cutflow_step, flat_hits
+from calocoffea.processors.common import cell_indices, chunk_key, cutflow_step, flat_hits
 
+#: Hit fields the histograms use.
+_FIELDS = ("cellid", "layer", "i", "j", "x", "y", "energy", "flags")
 #: Typical response per GeV of beam at each stage, times the MIP-equivalent per GeV.
 _ADC_PER_MIP = 345.0
 
@@ -146,41 +148,16 @@ class HistogramProcessor(processor.ProcessorABC):
     def process(self, events: Any) -> dict[str, Any]:
         """Steps: calibrate raw hits if constants are given; drop non-finite energies
         (counted); fill count histograms; fill weighted histograms under the chunk key."""
-        key = chunk_key(events)
-        fields = ("cellid", "layer", "i", "j", "x", "y", "energy", "flags")
         steps: dict[str, Any] = {}
         if self.dense is not None:
-            counts, flat, steps["calibrate"] = calibrate_chunk(
+            counts, flat, cell, steps["calibrate"] = calibrate_chunk(
                 events, self.geometry, self.dense, self.steps
             )
         else:
-            counts, flat = flat_hits(events, fields)
-        energy = np.asarray(flat["energy"], np.float64)
-        finite = np.isfinite(energy)
+            counts, flat = flat_hits(events, _FIELDS)
+            cell = cell_indices(events, flat["cellid"], self.geometry)
         beam = ak.to_numpy(events.beam_energy).astype(np.float64)
-        event_of_hit = np.repeat(np.arange(len(counts)), counts)
-        hit_beam = beam[event_of_hit][finite]
-        e = energy[finite]
-        layer = flat["layer"][finite]
-        geometry = get_geometry(self.geometry)
-        cell = geometry.cell_index(flat["cellid"])[finite]
-        if "i" in flat and "j" in flat:
-            i, j = flat["i"][finite], flat["j"][finite]
-        else:
-            from calocoffea.geometry import decode_cellid
-
-            _, _, i, j = decode_cellid(flat["cellid"][finite])
-        r = np.hypot(flat["x"][finite], flat["y"][finite])
-        sums = np.bincount(event_of_hit[finite], weights=e, minlength=len(counts))
-        nhit = np.bincount(event_of_hit[finite], minlength=len(counts))
-        h, w = self._book()
-        h["energy_sum"].fill(beam_energy=beam, energy=sums)
-        h["nhit"].fill(beam_energy=beam, nhit=nhit)
-        h["hit_energy"].fill(cell=cell, energy=e)
-        h["occupancy"].fill(layer=layer, i=i, j=j)
-        w["longitudinal"].fill(beam_energy=hit_beam, layer=layer, weight=e)
-        w["transverse"].fill(beam_energy=hit_beam, r=r, weight=e)
-        w["cell_energy"].fill(layer=layer, i=i, j=j, weight=e)
+        h, w, finite = self.fill(beam, counts, flat, cell)
         flags = flat.get("flags")
         flagged = (
             {} if flags is None else {k: v for k, v in count_flags(flags[finite]).items() if v}
@@ -188,12 +165,44 @@ class HistogramProcessor(processor.ProcessorABC):
         steps["histogram"] = cutflow_step(
             len(events),
             len(events),
-            energy.size,
+            finite.size,
             int(finite.sum()),
             {"non_finite_energy": int(np.count_nonzero(~finite))},
             flagged,
         )
-        return {"cutflow": steps, "counts": h, "ordered": {key: w}}
+        return {"cutflow": steps, "counts": h, "ordered": {chunk_key(events): w}}
+
+    def fill(
+        self,
+        beam: np.ndarray,
+        counts: np.ndarray,
+        flat: dict[str, np.ndarray],
+        cell: np.ndarray,
+    ) -> tuple[dict[str, hist.Hist], dict[str, hist.Hist], np.ndarray]:
+        """Book and fill the histograms of one chunk from flat hits (fields of ``_FIELDS``,
+        ``i`` and ``j`` optional) and dense cell indices; also the mask of finite energies."""
+        energy = np.asarray(flat["energy"], np.float64)
+        finite = np.isfinite(energy)
+        event_of_hit = np.repeat(np.arange(len(counts)), counts)
+        hit_beam = beam[event_of_hit][finite]
+        e = energy[finite]
+        layer = flat["layer"][finite]
+        if "i" in flat and "j" in flat:
+            i, j = flat["i"][finite], flat["j"][finite]
+        else:
+            _, _, i, j = decode_cellid(flat["cellid"][finite])
+        r = np.hypot(flat["x"][finite], flat["y"][finite])
+        sums = np.bincount(event_of_hit[finite], weights=e, minlength=len(counts))
+        nhit = np.bincount(event_of_hit[finite], minlength=len(counts))
+        h, w = self._book()
+        h["energy_sum"].fill(beam_energy=beam, energy=sums)
+        h["nhit"].fill(beam_energy=beam, nhit=nhit)
+        h["hit_energy"].fill(cell=cell[finite], energy=e)
+        h["occupancy"].fill(layer=layer, i=i, j=j)
+        w["longitudinal"].fill(beam_energy=hit_beam, layer=layer, weight=e)
+        w["transverse"].fill(beam_energy=hit_beam, r=r, weight=e)
+        w["cell_energy"].fill(layer=layer, i=i, j=j, weight=e)
+        return h, w, finite
 
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import re
 from pathlib import Path
+
+from calocoffea.machine import describe
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def machine() -> str:
     """CPU model, cores, system and Python version of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}"
-    )
+    return describe()
 
 
 def write_block(name: str, text: str) -> None:
