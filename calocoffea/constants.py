@@ -115,6 +115,33 @@ class Constants:
         """A copy with some tables replaced or added."""
         return dataclasses.replace(self, tables={**self.tables, **tables})
 
+    def update(self, *learned: Constants) -> Constants:
+        """These constants with the tables of each of ``learned`` laid over them, in order.
+
+        The provenance records the chain of methods (``design+pedestal+mip``), their samples
+        and fit qualities (keyed by method); every set must be for the same geometry."""
+        tables = dict(self.tables)
+        p = self.provenance
+        methods, samples, quality = [p.method], [p.sample], {p.method: p.fit_quality}
+        for other in learned:
+            q = other.provenance
+            if q.geometry_hash != self.geometry_hash:
+                raise GeometryMismatchError(
+                    f"cannot combine constants of {q.method!r} for geometry {q.geometry!r} with "
+                    f"constants for {p.geometry!r}; fit every method on the same geometry"
+                )
+            tables.update(other.tables)
+            methods.append(q.method)
+            samples.append(q.sample)
+            quality[q.method] = q.fit_quality
+        provenance = dataclasses.replace(
+            p,
+            method="+".join(methods),
+            sample="; ".join(s for s in samples if s),
+            fit_quality=quality,
+        )
+        return Constants(tables, provenance)
+
     # ---- dense arrays for the hot path -------------------------------------------------
     def dense(
         self, geometry: Geometry, defaults: Mapping[str, float] | None = None
@@ -306,6 +333,22 @@ def _read_correction(correction: dict[str, Any], geometry: Geometry) -> Table:
     )
 
 
+def design_constants(geometry: str | Geometry, sample: str = "") -> Constants:
+    """Constants at the design values of every parameter (the means of
+    :data:`calocoffea.conditions.PARAMETERS`): what a detector is calibrated with before any
+    calibration run has been analysed."""
+    from calocoffea.conditions import PARAMETERS, nominal
+
+    c = nominal(geometry)
+    design = c.with_values(
+        label="design", **{name: np.full(c.n_cells, p.mean) for name, p in PARAMETERS.items()}
+    )
+    constants = nominal_constants(design, sample=sample or "design values")
+    return dataclasses.replace(
+        constants, provenance=dataclasses.replace(constants.provenance, method="design")
+    )
+
+
 def nominal_constants(conditions: Conditions, sample: str = "") -> Constants:
     """Constants equal to the truth tables of ``conditions`` (zero uncertainty)."""
     geometry = get_geometry(conditions.geometry)
@@ -347,6 +390,7 @@ __all__ = [
     "DenseConstants",
     "Provenance",
     "Table",
+    "design_constants",
     "load_constants",
     "nominal_constants",
 ]

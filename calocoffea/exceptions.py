@@ -60,6 +60,10 @@ class ExecutorError(CalocoffeaError, ValueError):
     """An executor request that cannot be served (unknown name, bad worker count)."""
 
 
+class MethodOptionsError(CalocoffeaError, ValueError):
+    """A calibration or reconstruction method got an unknown or malformed option."""
+
+
 class FitError(CalocoffeaError, RuntimeError):
     """A fit that cannot be attempted (too few points, empty input)."""
 

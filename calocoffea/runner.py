@@ -52,6 +52,7 @@ from calocoffea.io import (
     read_metadata,
     write_events,
 )
+from calocoffea.methods import CalibrationMethod
 from calocoffea.schema import CaloSchema
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -92,6 +93,8 @@ class RunResult:
     histograms: dict[str, hist.Hist] = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
     output: Path | None = None
+    #: the sum of a calibration method's ``collect`` over all chunks
+    collected: Any = None
 
 
 # ------------------------------------------------------------------------------ executors
@@ -186,6 +189,7 @@ def _reduce(output: dict[str, Any], paths: list[str]) -> RunResult:
             else:
                 histograms[name] = h.copy()
     result.histograms = histograms
+    result.collected = output.get("collected")
     result.shards = [
         path for _, path in sorted(output.get("shards", {}).items(), key=_order(paths))
     ]
@@ -294,7 +298,7 @@ def digitize_files(
     with _shard_directory(target) as shards:
         proc = DigitizeProcessor(conditions, seed, shards, options or DigitizationOptions())
         result = run(proc, files, run_options or RunOptions())
-        extra = {"inputs": [str(f) for f in files], "beam": metadata[0].extra.get("beam", {})}
+        extra = {"inputs": [str(f) for f in files], **_beam_and_particle(metadata[0])}
         result.output = _merge(result.shards, target, proc.metadata(extra))
     _warn_invalid(result.cutflow)
     return result
@@ -319,7 +323,7 @@ def calibrate_files(
         proc = CalibrateProcessor(constants, shards, steps or CalibrationSteps(), geometry.name)
         result = run(proc, files, run_options or RunOptions())
         out_metadata = proc.metadata()
-        out_metadata.extra["beam"] = metadata[0].extra.get("beam", {})
+        out_metadata.extra.update(_beam_and_particle(metadata[0]))
         result.output = _merge(result.shards, target, out_metadata)
     return result
 
@@ -354,6 +358,59 @@ def histogram_files(
     if target is not None:
         result.output = write_histograms(result.histograms, target)
     return result
+
+
+def fit_files(
+    method: CalibrationMethod,
+    files: Sequence[str | Path],
+    *,
+    run_options: RunOptions | None = None,
+) -> tuple[Constants, RunResult]:
+    """Run ``method.collect`` over ``files`` and ``method.fit`` once on the sum.
+
+    The files must be at the method's input stage and of its run type (when they say);
+    whole-event methods get the shard paths, which live until ``fit`` returns."""
+    from calocoffea.processors.collect import CollectProcessor
+
+    metadata = _check_inputs(files, method.input_stage)
+    geometry = _geometry_of(metadata, files)
+    if geometry.name != method.geometry:
+        raise GeometryMismatchError(
+            f"method {type(method).__name__} is set up for {method.geometry!r} but {files[0]} "
+            f"is for {geometry.name!r}; build the method for {geometry.name!r}"
+        )
+    for path, m in zip(files, metadata, strict=True):
+        found = run_type_of(m)
+        if method.run_type != "physics" and found not in (method.run_type, "unknown"):
+            raise InputFileError(
+                f"{path} is a {found!r} run, but {type(method).__name__} learns from "
+                f"{method.run_type!r} runs; give it {method.run_type} runs"
+            )
+    with _shard_directory(Path(tempfile.gettempdir()) / "calocoffea-collect") as shards:
+        proc = CollectProcessor(method, shards, geometry.hash)
+        result = run(proc, files, run_options or RunOptions())
+        constants = method.fit(result.shards if method.needs_events else result.collected)
+    return constants, result
+
+
+def run_type_of(metadata: FileMetadata) -> str:
+    """The kind of run a file holds: its ``run_type`` if it says, ``muon`` for muon beams,
+    ``physics`` for other beams, ``unknown`` for files that do not say."""
+    if "run_type" in metadata.extra:
+        return str(metadata.extra["run_type"])
+    particle = str(metadata.extra.get("particle", ""))
+    if not particle:
+        return "unknown"
+    return "muon" if particle.startswith("mu") else "physics"
+
+
+def _beam_and_particle(metadata: FileMetadata) -> dict[str, Any]:
+    """What downstream files keep of their input's beam description."""
+    kept = {"beam": metadata.extra.get("beam", {})}
+    for key in ("particle", "run_type"):
+        if key in metadata.extra:
+            kept[key] = metadata.extra[key]
+    return kept
 
 
 def _stage_of(path: str | Path) -> str:

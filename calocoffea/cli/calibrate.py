@@ -1,4 +1,4 @@
-"""`calocoffea calibrate`: calibration constants applied to raw files (and, later, fitted)."""
+"""`calocoffea calibrate`: calibration constants fitted from runs (`fit`) and applied (`apply`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ def add_parser(sub: Any) -> None:
     add_steps_options(apply)
     add_executor_options(apply)
     apply.set_defaults(handler=run_apply)
+
+    fit = group.add_parser(
+        "fit",
+        help="learn constants with a calibration method from runs",
+        description="Run a calibration method (`calocoffea plugins list`) over its runs and "
+        "write the constants it learns, laid over --base (default: the design values), so "
+        "that the output is ready for `calibrate apply`.",
+    )
+    fit.add_argument("files", nargs="+", metavar="IN", help="ROOT files of the method's run type")
+    fit.add_argument("--method", "-m", required=True, help="calibration method, e.g. mip")
+    fit.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a method option (repeatable; see `calocoffea plugins show METHOD`)",
+    )
+    fit.add_argument("--base", metavar="C.json", help="constants the learned tables replace")
+    fit.add_argument("--output", "-o", required=True, help="output constants (JSON)")
+    add_executor_options(fit)
+    fit.set_defaults(handler=run_fit)
 
 
 def add_steps_options(parser: argparse.ArgumentParser) -> None:
@@ -73,4 +93,24 @@ def run_apply(args: argparse.Namespace) -> int:
     )
     print(f"wrote {result.output}")
     print_cutflow(result.cutflow)
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import json
+
+    from calocoffea import registry
+    from calocoffea.constants import design_constants
+    from calocoffea.io import read_metadata
+    from calocoffea.methods import calibration_method, parse_options
+    from calocoffea.runner import fit_files
+
+    registry.load("calibrations", args.method)  # an unknown name lists the installed ones
+    geometry = read_metadata(args.files[0]).geometry
+    method = calibration_method(args.method, geometry, **parse_options(args.option))
+    learned, _ = fit_files(method, args.files, run_options=run_options(args))
+    base = load_constants(args.base) if args.base else design_constants(geometry)
+    path = base.update(learned).save(args.output)
+    print(f"wrote {path} ({args.method}: {', '.join(learned.tables)})")
+    print(json.dumps(learned.provenance.fit_quality, indent=2, default=str))
     return 0

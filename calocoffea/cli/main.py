@@ -15,11 +15,22 @@ from calocoffea.cli import (
     geometries,
     histogram,
     info,
+    plugins,
     simulate,
 )
 from calocoffea.exceptions import CalocoffeaError
 
-SUBCOMMANDS = (simulate, digitize, calibrate, histogram, constants, conditions, info, geometries)
+SUBCOMMANDS = (
+    simulate,
+    digitize,
+    calibrate,
+    histogram,
+    constants,
+    conditions,
+    plugins,
+    info,
+    geometries,
+)
 
 
 def parser() -> argparse.ArgumentParser:
