@@ -52,7 +52,7 @@ from calocoffea.io import (
     read_metadata,
     write_events,
 )
-from calocoffea.methods import CalibrationMethod
+from calocoffea.methods import CalibrationMethod, ReconstructionMethod
 from calocoffea.schema import CaloSchema
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -95,6 +95,8 @@ class RunResult:
     output: Path | None = None
     #: the sum of a calibration method's ``collect`` over all chunks
     collected: Any = None
+    #: per-event columns, concatenated in (file, entry) order
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ executors
@@ -190,6 +192,9 @@ def _reduce(output: dict[str, Any], paths: list[str]) -> RunResult:
                 histograms[name] = h.copy()
     result.histograms = histograms
     result.collected = output.get("collected")
+    chunks = [c for _, c in sorted(output.get("columns", {}).items(), key=_order(paths))]
+    if chunks:
+        result.columns = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     result.shards = [
         path for _, path in sorted(output.get("shards", {}).items(), key=_order(paths))
     ]
@@ -391,6 +396,26 @@ def fit_files(
         result = run(proc, files, run_options or RunOptions())
         constants = method.fit(result.shards if method.needs_events else result.collected)
     return constants, result
+
+
+def reconstruct_files(
+    files: Sequence[str | Path],
+    method: ReconstructionMethod,
+    *,
+    run_options: RunOptions | None = None,
+) -> RunResult:
+    """One energy per event with ``method``; ``result.columns`` holds ``beam_energy``,
+    ``energy`` and ``clipped_hits`` in (file, entry) order."""
+    from calocoffea.processors.reconstruct import ReconstructProcessor
+
+    metadata = _check_inputs(files, method.input_stage)
+    geometry = _geometry_of(metadata, files)
+    if geometry.name != method.geometry:
+        raise GeometryMismatchError(
+            f"method {type(method).__name__} is set up for {method.geometry!r} but {files[0]} "
+            f"is for {geometry.name!r}; build the method for {geometry.name!r}"
+        )
+    return run(ReconstructProcessor(method), files, run_options or RunOptions())
 
 
 def run_type_of(metadata: FileMetadata) -> str:
