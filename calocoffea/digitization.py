@@ -26,6 +26,13 @@ The chain, per hit (every parameter per cell from :class:`~calocoffea.conditions
 7. zero suppression: hits below the threshold (0.5 MIP of that cell) are removed; dead cells
    read nothing. Both are counted by reason.
 
+With ``DigitizationOptions(dual_gain=True)`` every hit also gets its low-gain reading
+(``Digitized.adc_lg``, the ``hit_adc_lg`` branch), as a front end that digitises both gains
+does: what the high/low gain-ratio calibration needs. Low-gain hits read ``adc_lg == adc``;
+high-gain hits read the low gain with a noise variate of its own (separate amplifiers), so the
+two readings of one hit have independent noise. Off by default, and then nothing changes: the
+option adds a random stream and touches none of the others.
+
 Random numbers come from :mod:`calocoffea.rng`, keyed by hit and stream: the output of a hit
 does not depend on the chunk it is in, nor on the conditions of other cells.
 """
@@ -52,6 +59,8 @@ class DigitizationOptions:
     zero_suppression: bool = True
     clipping: bool = True
     threshold_mip: float | None = None
+    #: also read every hit on the low gain (``Digitized.adc_lg``), for gain-ratio calibration
+    dual_gain: bool = False
 
     def threshold(self, electronics: Electronics) -> float:
         return electronics.threshold_mip if self.threshold_mip is None else self.threshold_mip
@@ -68,6 +77,13 @@ class Digitized:
     keep: npt.NDArray[np.bool_]
     removed: dict[str, int] = field(default_factory=dict)
     flagged: dict[str, int] = field(default_factory=dict)
+    #: low-gain ADC of every hit (only with ``DigitizationOptions.dual_gain``)
+    adc_lg: FloatArray | None = None
+
+
+#: Random stream of the low-gain noise of a dual-gain reading (codes of
+#: :data:`calocoffea.rng.STREAMS` are small; this one is the last the key layout allows).
+DUAL_GAIN_NOISE_STREAM = 31
 
 
 # ------------------------------------------------------------------------------ formulas
@@ -175,6 +191,15 @@ def digitize(
         below = amplitude < options.threshold(e) * conditions.mip_adc[cell]
         removed["below_threshold"] = int(np.count_nonzero(below & keep))
         keep &= ~below
+    adc_lg = None
+    if options.dual_gain:  # low-gain hits: their reading; high-gain hits: the LG with own noise
+        noise_lg = rng.normal(rng.stream_keys(base, DUAL_GAIN_NOISE_STREAM))
+        noise_lg *= np.where(noisy, e.noisy_factor, 1.0)
+        signal_lg = v["pedestal_lg_adc"][cell] + y / v["gain_ratio"][cell]
+        lg_of_hg = np.rint(signal_lg + v["noise_lg_adc"][cell] * noise_lg)
+        if options.clipping:
+            lg_of_hg = np.clip(lg_of_hg, 0.0, e.lg_saturation_adc)
+        adc_lg = np.where(low, adc, lg_of_hg)
     time = np.zeros(n)
     if e.time_resolution_ns > 0:
         time = e.time_resolution_ns * rng.normal(keys("time"))
@@ -191,6 +216,7 @@ def digitize(
         keep=keep,
         removed=removed,
         flagged=flagged,
+        adc_lg=adc_lg,
     )
 
 

@@ -87,6 +87,7 @@ HIT_DTYPES: dict[str, np.dtype] = {
     "flags": np.dtype(np.uint32),  # bits: low gain, saturated, dead, noisy
     "gain": np.dtype(np.uint8),  # optional: 0 high gain, 1 low gain
     "edep": np.dtype(np.float32),  # optional: MC truth deposit [MeV] after digitisation
+    "adc_lg": np.dtype(np.float32),  # optional: low-gain reading of dual-gain runs [ADC]
 }
 
 REQUIRED_SCALARS: tuple[str, ...] = ("event", "run", "pdg", "beam_energy")

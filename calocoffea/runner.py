@@ -159,6 +159,9 @@ def run(processor_instance: Any, files: Sequence[str | Path], options: RunOption
             pre_executor=processor.IterativeExecutor(status=options.progress),
             schema=CaloSchema,
             chunksize=options.chunksize,
+            # coffea caches entry counts by file name: a file rewritten under the same name
+            # in this process would be read with its old length
+            metadata_cache={},
         )
         try:
             output = runner({"events": paths}, processor_instance, treename="events")

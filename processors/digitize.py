@@ -55,6 +55,7 @@ class DigitizeProcessor(processor.ProcessorABC):
                 "zero_suppression": self.options.zero_suppression,
                 "clipping": self.options.clipping,
                 "threshold_mip": self.options.threshold(self.conditions.electronics),
+                **({"dual_gain": True} if self.options.dual_gain else {}),
                 **(extra or {}),
             },
         )
@@ -84,6 +85,8 @@ class DigitizeProcessor(processor.ProcessorABC):
         hit_fields["flags"] = result.flags[keep]
         hit_fields["gain"] = result.gain[keep]
         hit_fields["edep"] = energy[keep]
+        if result.adc_lg is not None:  # dual-gain read-out: the low gain of every hit
+            hit_fields["adc_lg"] = result.adc_lg[keep].astype(np.float32)
         shard = write_shard(
             self.shard_dir, key, scalars(events), out_counts, hit_fields, self.metadata()
         )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from calocoffea import __version__
 from calocoffea.cli import (
     calibrate,
+    calibrun,
     conditions,
     constants,
     digitize,
@@ -23,6 +24,7 @@ from calocoffea.exceptions import CalocoffeaError
 
 SUBCOMMANDS = (
     simulate,
+    calibrun,
     digitize,
     calibrate,
     histogram,
