@@ -23,6 +23,7 @@ type, a default and a docstring next to it, and a typo is an error that lists th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, cast
@@ -33,11 +34,16 @@ import numpy.typing as npt
 from calocoffea import registry
 from calocoffea.constants import Constants
 from calocoffea.exceptions import MethodOptionsError
+from calocoffea.geometry import Geometry, get_geometry
 
 
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """A method without options."""
+
+
+#: Attributes rebuilt where the method runs rather than pickled.
+_NOT_PICKLED = frozenset({"detector", "_dense"})
 
 
 class _Method:
@@ -61,6 +67,15 @@ class _Method:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(geometry={self.geometry!r}, options={self.options!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without cached objects (rebuilt on the worker)."""
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_PICKLED}
+
+    @functools.cached_property
+    def detector(self) -> Geometry:
+        """The :class:`~calocoffea.geometry.Geometry` named by ``geometry``."""
+        return get_geometry(self.geometry)
 
 
 def make_options(cls: type, values: dict[str, Any]) -> Any:
@@ -144,9 +159,8 @@ class CalibrationMethod(_Method, ABC):
         The default runs the standard chain (:func:`calocoffea.calibration.calibrate`) with
         the constants; methods whose constants enter differently override it."""
         from calocoffea.calibration import calibrate
-        from calocoffea.geometry import get_geometry
 
-        dense = constants.dense(get_geometry(self.geometry))
+        dense = constants.dense(self.detector)
         return calibrate(adc, gain, flags, cell, layer, dense).energy
 
 

@@ -380,13 +380,7 @@ def fit_files(
     whole-event methods get the shard paths, which live until ``fit`` returns."""
     from calocoffea.processors.collect import CollectProcessor
 
-    metadata = _check_inputs(files, method.input_stage)
-    geometry = _geometry_of(metadata, files)
-    if geometry.name != method.geometry:
-        raise GeometryMismatchError(
-            f"method {type(method).__name__} is set up for {method.geometry!r} but {files[0]} "
-            f"is for {geometry.name!r}; build the method for {geometry.name!r}"
-        )
+    metadata, geometry = _check_method_inputs(method, files)
     for path, m in zip(files, metadata, strict=True):
         found = run_type_of(m)
         if method.run_type != "physics" and found not in (method.run_type, "unknown"):
@@ -411,6 +405,14 @@ def reconstruct_files(
     ``energy`` and ``clipped_hits`` in (file, entry) order."""
     from calocoffea.processors.reconstruct import ReconstructProcessor
 
+    _check_method_inputs(method, files)
+    return run(ReconstructProcessor(method), files, run_options or RunOptions())
+
+
+def _check_method_inputs(
+    method: CalibrationMethod | ReconstructionMethod, files: Sequence[str | Path]
+) -> tuple[list[FileMetadata], Geometry]:
+    """The inputs' metadata and geometry, checked against the method's stage and geometry."""
     metadata = _check_inputs(files, method.input_stage)
     geometry = _geometry_of(metadata, files)
     if geometry.name != method.geometry:
@@ -418,7 +420,7 @@ def reconstruct_files(
             f"method {type(method).__name__} is set up for {method.geometry!r} but {files[0]} "
             f"is for {geometry.name!r}; build the method for {geometry.name!r}"
         )
-    return run(ReconstructProcessor(method), files, run_options or RunOptions())
+    return metadata, geometry
 
 
 def run_type_of(metadata: FileMetadata) -> str:

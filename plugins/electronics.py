@@ -50,7 +50,7 @@ from calocoffea.exceptions import (
     MethodOptionsError,
     MissingBranchError,
 )
-from calocoffea.geometry import Geometry, get_geometry
+from calocoffea.geometry import Geometry
 from calocoffea.methods import CalibrationMethod
 from calocoffea.processors.common import cell_indices, flat_hits
 
@@ -195,10 +195,6 @@ class Pedestal(CalibrationMethod):
 
     options: PedestalOptions
 
-    @cached_property
-    def _geometry(self) -> Geometry:
-        return get_geometry(self.geometry)
-
     def collect(self, events: Any) -> hist.Hist:
         """Per cell and gain (0 high, 1 low), the integer-ADC spectrum (Int64 counts)."""
         flat = _hits(
@@ -208,7 +204,7 @@ class Pedestal(CalibrationMethod):
         cell = cell_indices(events, flat["cellid"], self.geometry)
         o = self.options
         h = hist.Hist(
-            _cell_axis(self._geometry.n_cells),
+            _cell_axis(self.detector.n_cells),
             hist.axis.Integer(0, 2, name="gain", label="gain (0 high, 1 low)", flow=False),
             _adc_axis(o.adc_min, o.adc_max),
             storage=hist.storage.Int64(),
@@ -222,7 +218,7 @@ class Pedestal(CalibrationMethod):
         (error s^2 / (noise sqrt(2 (n - 1)))); status 1 below ``min_entries``, 2 when too
         much lies outside the window or the spectrum is not Gaussian (zero width, or the
         D'Agostino-Pearson test of skewness and kurtosis below ``min_normality_p``)."""
-        geometry = self._geometry
+        geometry = self.detector
         view = np.asarray(accumulated.view(flow=True), dtype=np.float64)
         tables: dict[str, tuple[FloatArray, FloatArray, str]] = {}
         statuses, quality = [], {}
@@ -358,13 +354,9 @@ class GainRatio(CalibrationMethod):
     options: GainRatioOptions
 
     @cached_property
-    def _geometry(self) -> Geometry:
-        return get_geometry(self.geometry)
-
-    @cached_property
     def pedestals(self) -> dict[str, tuple[FloatArray, FloatArray]]:
         """(values, uncertainties) per gain, ``hg`` and ``lg``, in cellids order."""
-        geometry = self._geometry
+        geometry = self.detector
         names = {"hg": "pedestal_hg_adc", "lg": "pedestal_lg_adc"}
         if not self.options.pedestals:
             n = geometry.n_cells
@@ -409,7 +401,7 @@ class GainRatio(CalibrationMethod):
         sel = (flat["gain"] == 0) & (amplitude >= o.hg_min_adc) & (amplitude <= o.hg_max_adc)
         cell, hg, lg = cell[sel], hg[sel], lg[sel]
         h = hist.Hist(
-            _cell_axis(self._geometry.n_cells),
+            _cell_axis(self.detector.n_cells),
             hist.axis.Integer(0, len(_MOMENTS), name="moment", label=" ".join(_MOMENTS),
                               flow=False),
             storage=hist.storage.Int64(),
@@ -423,7 +415,7 @@ class GainRatio(CalibrationMethod):
         pedestal-subtracted amplitudes, or with a free offset); ratio 1/s. Uncertainty from
         the residual scatter (Student-t corrected) and, through the origin, the pedestal
         uncertainties."""
-        geometry = self._geometry
+        geometry = self.detector
         o = self.options
         sums = np.asarray(accumulated.view(flow=False), dtype=np.float64)
         n, sh, sl, shh, sll, shl = sums.T
@@ -694,16 +686,12 @@ class SinglePhotoelectron(CalibrationMethod):
 
     options: SinglePhotoelectronOptions
 
-    @cached_property
-    def _geometry(self) -> Geometry:
-        return get_geometry(self.geometry)
-
     def collect(self, events: Any) -> hist.Hist:
         """Per cell, the high-gain integer-ADC spectrum (Int64 counts)."""
         flat = _hits(events, ("cellid", "energy"), "the SPE calibration", "give LED runs")
         cell = cell_indices(events, flat["cellid"], self.geometry)
         h = hist.Hist(
-            _cell_axis(self._geometry.n_cells),
+            _cell_axis(self.detector.n_cells),
             _adc_axis(self.options.adc_min, self.options.adc_max),
             storage=hist.storage.Int64(),
         )
@@ -721,7 +709,7 @@ class SinglePhotoelectron(CalibrationMethod):
         with ``photostatistics="binomial"`` the digitiser's compound of Poisson p.e. and
         binomial pixels). The gain G is ``spe_adc``; its error comes from the expected
         information at the minimum. Everything that is not ok falls back explicitly."""
-        geometry = self._geometry
+        geometry = self.detector
         o = self.options
         counts = np.asarray(accumulated.view(flow=True), dtype=np.float64)
         total = counts.sum(axis=1)

@@ -26,6 +26,7 @@ provenance; nothing is defaulted silently.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,7 +45,6 @@ from calocoffea.constants import (
     load_constants,
 )
 from calocoffea.exceptions import FitError
-from calocoffea.geometry import get_geometry
 from calocoffea.methods import CalibrationMethod
 from calocoffea.processors.calibrate import calibrate_chunk
 
@@ -84,10 +84,6 @@ class MipCalibration(CalibrationMethod):
     input_stage: ClassVar[str] = "raw"
     options: MipOptions
 
-    def __init__(self, geometry: str, options: Any = None, **kwargs: Any) -> None:
-        super().__init__(geometry, options, **kwargs)
-        self._dense: DenseConstants | None = None
-
     # ---- collect ---------------------------------------------------------------------
     def prior(self) -> Constants:
         """The constants the muon hits are calibrated with before the fit."""
@@ -95,22 +91,22 @@ class MipCalibration(CalibrationMethod):
             return load_constants(self.options.constants)
         return design_constants(self.geometry)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_dense": None}  # rebuilt on the worker
+    @functools.cached_property
+    def _dense(self) -> DenseConstants:
+        """The prior as dense arrays (built once per process, not pickled)."""
+        return self.prior().dense(self.detector)
 
     def collect(self, events: Any) -> hist.Hist:
         """Per-cell histogram of the hit signals in photo-electrons of the prior light yield
         (``cell``, ``pe``), one bin per photo-electron: at about 12 p.e. per MIP the SiPM
         spectrum is a comb of p.e. peaks, and finer bins would alias it."""
-        if self._dense is None:
-            self._dense = self.prior().dense(get_geometry(self.geometry))
         _, fields, cell, _ = calibrate_chunk(events, self.geometry, self._dense, CalibrationSteps())
         h = self.book()
         h.fill(cell=cell, pe=fields["energy"] * self._dense.cells["light_yield_pe"][cell])
         return h
 
     def book(self) -> hist.Hist:
-        geometry = get_geometry(self.geometry)
+        geometry = self.detector
         return hist.Hist(
             hist.axis.Integer(0, geometry.n_cells, name="cell", label="Cell index"),
             hist.axis.Regular(
@@ -158,7 +154,7 @@ class MipCalibration(CalibrationMethod):
     def fit(self, accumulated: Any) -> Constants:
         """Per-cell light yield from the muon spectra (steps in the module docstring)."""
         h: hist.Hist = accumulated
-        geometry = get_geometry(self.geometry)
+        geometry = self.detector
         counts, edges = h.values(), h.axes["pe"].edges
         entries = counts.sum(axis=1)
         status = np.where(entries >= self.options.min_entries, 0, 1)
@@ -186,7 +182,7 @@ class MipCalibration(CalibrationMethod):
             peak[cell] = mpv * r.values["s"]
             error[cell] = mpv * r.errors["s"]
             chi2[cell] = r.chi2 / max(r.ndf, 1)
-        prior = self.prior().dense(geometry).cells["light_yield_pe"]
+        prior = self._dense.cells["light_yield_pe"]
         # the fitted MPV [p.e.] over the MPV of a cell at the design scale
         correction = peak / (self.options.reference_mpv_mip * prior)
         correction, fallback = _layer_fallback(correction, status, geometry.cell_layer)
@@ -229,7 +225,7 @@ class MipCalibration(CalibrationMethod):
         conditions, collected like data with design constants: the fitted Landau MPV of a
         cell in units of its design light yield (median over cells)."""
         constants = self.fit(collected)
-        prior = self.prior().dense(get_geometry(self.geometry)).cells["light_yield_pe"]
+        prior = self._dense.cells["light_yield_pe"]
         ok = constants.tables["mip_status"].values == 0
         ratio = constants.tables["light_yield_pe"].values[ok] / prior[ok]
         return float(np.median(ratio)) * self.options.reference_mpv_mip

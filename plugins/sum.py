@@ -2,8 +2,8 @@
 
 Hits at stage ``gev`` are already sampling-fraction corrected per layer by the calibration
 (MIP x E_MIP(layer) / f_MIP(layer)), so the event energy is their sum. Hits flagged as
-clipped (SATURATED) are kept at their range top, as the calibration set them; their
-number per event is :meth:`SumReconstruction.clipped`.
+clipped (SATURATED) are kept at their range top, as the calibration set them; the
+reconstruct processor counts them per event.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import awkward as ak
 import numpy as np
 import numpy.typing as npt
 
-from calocoffea.flags import HitFlag
 from calocoffea.methods import ReconstructionMethod
 
 
@@ -41,12 +40,6 @@ class SumReconstruction(ReconstructionMethod):
         if self.options.threshold_gev > 0:
             energy = energy[energy >= self.options.threshold_gev]
         return ak.to_numpy(ak.sum(energy, axis=1)).astype(np.float64)
-
-    @staticmethod
-    def clipped(events: Any) -> npt.NDArray[np.int64]:
-        """Number of clipped (SATURATED) hits in each event."""
-        saturated = (events.hits.flags & int(HitFlag.SATURATED)) != 0
-        return ak.to_numpy(ak.sum(saturated, axis=1)).astype(np.int64)
 
 
 __all__ = ["SumOptions", "SumReconstruction"]
