@@ -18,18 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[train,root,dev]'
 	touch $(STAMP)
 
+# the main job: calibration runs -> constants -> resolution and linearity -> demo/report.html
 demo: $(STAMP)
-	mkdir -p $(DEMO)
-	$(VENV)/bin/calocoffea geometries
-	$(VENV)/bin/calocoffea simulate --geometry cepc_ahcal --particle e- \
-		--energy 10,30,50,100 --events 500 --seed 1 --beam-x 20 --beam-y 20 \
-		-o $(DEMO)/electrons.root
-	$(VENV)/bin/calocoffea digitize $(DEMO)/electrons.root -o $(DEMO)/electrons-raw.root
-	$(VENV)/bin/calocoffea constants nominal --geometry cepc_ahcal -o $(DEMO)/nominal.json
-	$(VENV)/bin/calocoffea calibrate apply $(DEMO)/electrons-raw.root \
-		--constants $(DEMO)/nominal.json --to gev -o $(DEMO)/electrons-gev.root
-	$(VENV)/bin/calocoffea histogram $(DEMO)/electrons-gev.root -o $(DEMO)/histograms.root
-	$(VENV)/bin/calocoffea info $(DEMO)/electrons-gev.root
+	$(VENV)/bin/calocoffea demo --out $(DEMO)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check calocoffea processors plugins models tests benchmarks reproduce

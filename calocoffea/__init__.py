@@ -18,17 +18,29 @@ The flow, one entry point a line:
 - ``calocoffea.constants`` -- calibration constants with provenance, correctionlib JSON,
   dense per-cell arrays for the hot path.
 - ``calocoffea.rng`` -- counter-based random numbers keyed by (seed, file, entry, hit, stream).
-- ``calocoffea.processors`` -- coffea processors: digitize, calibrate, histogram.
+- ``calocoffea.processors`` -- coffea processors: digitize, calibrate, histogram, collect,
+  reconstruct.
 - ``calocoffea.runner`` -- run them on iterative / futures / Dask executors with identical
   results: ``digitize_files``, ``calibrate_files``, ``histogram_files``.
 - ``calocoffea.closure`` -- does calibrating digitised hits give back the MC truth?
 - ``calocoffea.fitting`` -- Gaussian core, RMS/median, resolution a/sqrt(E) (+) b/E (+) c,
   linearity, MIP most probable value (iminuit).
 - ``calocoffea.showershape`` -- longitudinal profile, shower maximum, containment radius.
+- ``calocoffea.calibruns`` -- pedestal and LED calibration runs simulated from the conditions.
+- ``calocoffea.methods`` -- base classes of calibration methods (``collect`` per chunk, ``fit``
+  once) and reconstructions (``predict``), typed options; ``runner.fit_files`` and
+  ``runner.reconstruct_files`` run them. Built-ins in ``calocoffea.plugins``: ``pedestal``,
+  ``gain_ratio``, ``spe``, ``mip`` (with ``calocoffea.landaugauss``) and ``sum``.
 - ``calocoffea.registry`` -- entry-point plugin discovery shared by every plugin family.
+- ``calocoffea.scan`` -- per-energy Gaussian cores, resolution and linearity of a beam scan.
+- ``calocoffea.plotting`` / ``calocoffea.report`` -- mplhep figures; results.json and a static
+  HTML report.
+- ``calocoffea.demo`` -- the main job: calibration runs -> constants -> electrons before and
+  after calibration and with the true constants -> report.
 - ``calocoffea.exceptions`` -- every error and warning.
-- ``calocoffea`` command line: ``simulate``, ``info``, ``geometries``, ``digitize``,
-  ``calibrate apply``, ``histogram``, ``constants nominal``, ``conditions draw|show``.
+- ``calocoffea`` command line: ``demo``, ``simulate``, ``calibrun``, ``digitize``,
+  ``calibrate apply|fit``, ``histogram``, ``fit resolution``, ``constants nominal``,
+  ``conditions draw|show``, ``plugins list|show``, ``info``, ``geometries``.
 """
 
 from __future__ import annotations

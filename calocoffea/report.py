@@ -13,11 +13,12 @@ What to use when:
   as the tables (and the figure legends) show it.
 
 The results dict (keys optional unless said): ``calocoffea_version``, ``command``, ``date``,
-``machine``, ``geometry``; ``summary`` (rows with ``variant``, ``a``, ``a_error``, ``c``,
+``machine``, ``geometry``; ``title``; ``summary`` (rows with ``variant``, ``a``, ``a_error``, ``c``,
 ``c_error``, ``max_linearity_deviation``, ``energies_fitted``); ``scans`` ({variant: scan
 dict}, see :func:`calocoffea.plotting.resolution_figure`); ``calibration`` ({method:
 {key: value}}); ``figures`` (``name``, ``title``, ``png``, ``pdf``, ``caption``, paths
-relative to the report's directory); ``inputs`` and ``constants`` (lists of dicts).
+relative to the report's directory); ``checks`` (rows with ``check``, ``value``, ``passed``);
+``inputs``, ``constants`` and ``steps`` (lists of dicts).
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], table_id: str =
 
 
 def _title(results: Mapping[str, Any]) -> str:
+    if results.get("title"):
+        return _text(results["title"])
     geometry = results.get("geometry")
     return "calocoffea report" + (f": {_text(geometry)}" if geometry else "")
 
@@ -187,6 +190,19 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _summary_cell(row: Mapping[str, Any], name: str) -> str:
     return _td(format_measurement(row.get(name), row.get(f"{name}_error"), scale=100.0), "num")
+
+
+def _checks(checks: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            _cell(check.get("check")),
+            _td(_text(check.get("value")), "num"),
+            _cell("yes" if check.get("passed") else "NO"),
+        ]
+        for check in checks
+    ]
+    table = _table(("Target", "Measured", "Holds"), rows, "checks-table")
+    return f'<h2 id="checks">Targets</h2>{table}'
 
 
 def _scans(scans: Mapping[str, Mapping[str, Any]]) -> str:
@@ -295,6 +311,8 @@ def _provenance(results: Mapping[str, Any], directory: Path) -> str:
         parts.append(_records("Inputs", "inputs", results["inputs"]))
     if results.get("constants"):
         parts.append(_records("Constants", "constants", results["constants"]))
+    if results.get("steps"):
+        parts.append(_records("Steps and their wall time [s]", "steps", results["steps"]))
     links = [
         f'<li><a href="{escape(name)}">{escape(name)}</a></li>'
         for name in LINKED_FILES
@@ -313,6 +331,8 @@ def render_report(results: Mapping[str, Any], directory: Path) -> str:
     sections = [_header(results)]
     if results.get("summary"):
         sections.append(_summary(results["summary"]))
+    if results.get("checks"):
+        sections.append(_checks(results["checks"]))
     if results.get("figures"):
         sections.append(_figures(results["figures"], Path(directory)))
     if results.get("scans"):

@@ -108,9 +108,14 @@ def _executor(options: RunOptions) -> Iterator[Any]:
     if options.executor == "iterative":
         yield processor.IterativeExecutor(status=status, retries=options.retries)
     elif options.executor == "futures":
-        yield processor.FuturesExecutor(
-            workers=options.workers, status=status, retries=options.retries
-        )
+        with warnings.catch_warnings():
+            # loky replaces a worker whose memory grew by 300 MB between two chunks (coffea's
+            # lazy event objects wait for the garbage collector; README, "Benchmarks"): no
+            # chunk is lost, so its warning would only alarm
+            warnings.filterwarnings("ignore", "A worker was restarted", UserWarning)
+            yield processor.FuturesExecutor(
+                workers=options.workers, status=status, retries=options.retries
+            )
     else:
         try:
             from distributed import Client, LocalCluster

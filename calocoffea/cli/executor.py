@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,28 +18,35 @@ if TYPE_CHECKING:
 EXECUTORS = ("iterative", "futures", "dask")
 
 
-def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """Add --executor, --workers, --chunksize, --scheduler and --no-progress to ``parser``."""
+def add_executor_options(
+    parser: argparse.ArgumentParser,
+    *,
+    executor: str = "iterative",
+    workers: int = 1,
+    chunksize: int = 50_000,
+) -> None:
+    """Add --executor, --workers, --chunksize, --scheduler and --no-progress to ``parser``
+    (with these defaults)."""
     group = parser.add_argument_group("executor")
     group.add_argument(
         "--executor",
         choices=EXECUTORS,
-        default="iterative",
-        help="how chunks are processed (default: iterative); results are the same on each",
+        default=executor,
+        help=f"how chunks are processed (default: {executor}); results are the same on each",
     )
     group.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=workers,
         metavar="N",
-        help="worker processes for futures or dask (default: 1)",
+        help=f"worker processes for futures or dask (default: {workers})",
     )
     group.add_argument(
         "--chunksize",
         type=int,
-        default=50_000,
+        default=chunksize,
         metavar="N",
-        help="events per chunk (default: 50000)",
+        help=f"events per chunk (default: {chunksize})",
     )
     group.add_argument(
         "--scheduler",
@@ -46,6 +54,14 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
         help="address of a running Dask scheduler (implies --executor dask)",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

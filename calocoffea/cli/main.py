@@ -12,6 +12,7 @@ from calocoffea.cli import (
     calibrun,
     conditions,
     constants,
+    demo,
     digitize,
     fit,
     geometries,
@@ -23,6 +24,7 @@ from calocoffea.cli import (
 from calocoffea.exceptions import CalocoffeaError
 
 SUBCOMMANDS = (
+    demo,
     simulate,
     calibrun,
     digitize,
