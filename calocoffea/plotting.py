@@ -388,6 +388,7 @@ def resolution_figure(scans: Mapping[str, Mapping[str, Any]]) -> Figure:
     fig = Figure(figsize=(8.5, 8.0), layout="constrained")
     main, residual = _scan_axes(fig, parsed, log=True)
     handles: list[Any] = []
+    shown: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     colors = _colors(len(parsed))
     for scan, color in zip(parsed, colors, strict=True):
         y, error = 100.0 * scan.sigma_over_e, 100.0 * scan.sigma_over_e_error
@@ -401,12 +402,15 @@ def resolution_figure(scans: Mapping[str, Mapping[str, Any]]) -> Figure:
         grid = _energy_grid(scan.energy, main.get_xscale() == "log")
         line.set_data(grid, 100.0 * _resolution_curve(grid, scan.resolution))
         fit = 100.0 * _resolution_curve(scan.energy, scan.resolution)
-        _points(
-            residual, scan.energy, 100.0 * (y - fit) / fit, 100.0 * error / fit, scan.used, color
-        )
+        deviation = 100.0 * (y - fit) / fit
+        _points(residual, scan.energy, deviation, 100.0 * error / fit, scan.used, color)
+        shown.append((deviation, 100.0 * error / fit, scan.used))
     main.set_ylabel(r"$\sigma_E\,/\,E$ [%]")
     residual.set_ylabel("(data − fit) / fit [%]", fontsize="small")
-    main.set_ylim(0.0, None)
+    _residual_limits(residual, shown, minimum=5.0)
+    # headroom for the clipped-fraction labels and the legend above the highest point
+    highest = max((float(np.nanmax(100.0 * sc.sigma_over_e)) for sc in parsed), default=1.0)
+    main.set_ylim(0.0, 1.45 * highest if math.isfinite(highest) else None)
     _annotate_clipped(main, parsed, [100.0 * s.sigma_over_e for s in parsed], colors, above=True)
     main.legend(handles=handles + _hollow_handle(parsed), fontsize="x-small", loc="upper right")
     main.text(0.03, 0.04, r"fit: a/√E $\oplus$ c", transform=main.transAxes, fontsize="small")
@@ -442,6 +446,7 @@ def linearity_figure(scans: Mapping[str, Mapping[str, Any]]) -> Figure:
     main, residual = _scan_axes(fig, parsed, log=False)
     residual.axhspan(-LINEARITY_BAND_PERCENT, LINEARITY_BAND_PERCENT, color="0.88", zorder=0)
     handles: list[Any] = []
+    shown: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     colors = _colors(len(parsed))
     for scan, color in zip(parsed, colors, strict=True):
         _points(main, scan.energy, scan.mean, scan.mean_error, scan.used, color)
@@ -458,6 +463,7 @@ def linearity_figure(scans: Mapping[str, Mapping[str, Any]]) -> Figure:
         fit = slope * scan.energy + offset
         deviation, error = 100.0 * (scan.mean - fit) / fit, 100.0 * scan.mean_error / fit
         _points(residual, scan.energy, deviation, error, scan.used, color)
+        shown.append((deviation, error, scan.used))
     main.set_ylabel("Mean reconstructed energy [GeV]")
     _annotate_clipped(main, parsed, [s.mean for s in parsed], colors, above=False)
     residual.set_ylabel("(mean − fit) / fit [%]", fontsize="small")
@@ -465,9 +471,26 @@ def linearity_figure(scans: Mapping[str, Mapping[str, Any]]) -> Figure:
     main.legend(
         handles=[*handles, *_hollow_handle(parsed), band], fontsize="x-small", loc="upper left"
     )
-    limit = max(2.0 * LINEARITY_BAND_PERCENT, *np.abs(residual.get_ylim()))
-    residual.set_ylim(-limit, limit)
+    _residual_limits(residual, shown, minimum=2.0 * LINEARITY_BAND_PERCENT)
     return fig
+
+
+def _residual_limits(
+    ax: Axes, shown: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, minimum: float
+) -> None:
+    """Symmetric limits that show every fitted point with its error bar (at least
+    ±``minimum``); points left out of the fit beyond them are counted in a note, so that a
+    clipped point 400 % off does not flatten the residuals of the fit."""
+    used = [np.abs(d[u]) + e[u] for d, e, u in shown]
+    values = np.concatenate(used) if used else np.array([])
+    values = values[np.isfinite(values)]
+    limit = max(minimum, 1.2 * float(values.max())) if values.size else minimum
+    ax.set_ylim(-limit, limit)
+    outside = sum(int(np.count_nonzero(np.abs(d[~u]) > limit)) for d, _, u in shown)
+    if outside:
+        ax.text(0.99, 0.93, f"{outside} point{'s' if outside > 1 else ''} not in the fit off "
+                "scale", transform=ax.transAxes, ha="right", va="top", fontsize="xx-small",
+                color="0.3")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- histograms
