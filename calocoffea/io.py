@@ -408,6 +408,20 @@ def _write_chunks(
     return n_events
 
 
+#: Namespace of the files' UUIDs (:func:`_content_uuids`).
+_UUID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-123456789abc")
+
+
+def _content_uuids(metadata_json: str) -> Any:
+    """UUIDs for a file (and its directories) derived from its metadata, not drawn at
+    random: the file's UUID is its identity for the random numbers of the steps after it
+    (:func:`calocoffea.rng.file_key`), so a file written again from the same description
+    (geometry, particle, beam, seed, run, events, version) gives the same digitisation in
+    any directory and on any day."""
+    counter = iter(range(1 << 30))
+    return lambda: uuid.uuid5(_UUID_NAMESPACE, f"{next(counter)}:{metadata_json}")
+
+
 def write_events(
     path: str | os.PathLike[str],
     chunks: Iterable[ak.Array],
@@ -434,9 +448,10 @@ def write_events(
     target = Path(path).absolute()
     algorithm = _resolve_compression(compression)
     metadata_json = metadata.to_json()  # fail before any work if extra is not JSON
+    uuids = _content_uuids(metadata_json)
     with (
         atomic_write(target) as temporary,
-        uproot.recreate(temporary, compression=algorithm) as file,
+        uproot.recreate(temporary, compression=algorithm, uuid_function=uuids) as file,
     ):
         _write_chunks(file, treename, iter(chunks), metadata)
         file[METADATA_KEY] = metadata_json

@@ -462,3 +462,24 @@ def test_stage_mismatch(written: Path) -> None:
 def test_unknown_stage_requested(written: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown stage 'MeV'"):
         open_events(written, stage="MeV")
+
+
+def test_file_identity_follows_the_description_not_the_path(tmp_path: Path) -> None:
+    """The same simulation written twice (another directory, another day) has the same
+    UUID, hence the same digitisation; another seed or run gives another identity."""
+    from calocoffea.runner import digitize_files
+    from calocoffea.simulation.beam import Beam
+    from calocoffea.simulation.run import simulate
+
+    beam = Beam(energies_gev=(10.0,))
+    paths = []
+    for where, seed, run in (("a", 3, 0), ("b", 3, 0), ("c", 4, 0), ("d", 3, 1)):
+        (tmp_path / where).mkdir()
+        paths.append(simulate("cepc_ahcal", "e-", beam, 20, seed, tmp_path / where / "e.root",
+                              run=run))  # fmt: skip
+    uuids = [str(uproot.open(p).file.uuid) for p in paths]
+    assert uuids[0] == uuids[1]
+    assert len(set(uuids)) == 3
+    raw = [digitize_files([p], p.with_name("raw.root")).output for p in paths[:2]]
+    first, second = (read_events(r) for r in raw)
+    assert ak.all(first.hits.energy == second.hits.energy)

@@ -37,6 +37,7 @@ def simulate(
         extra={
             "particle": sim.particle.name,
             "seed": seed,
+            "run": run,
             "events": sim.n_events,
             "block_events": BLOCK_EVENTS,
             "beam": {
