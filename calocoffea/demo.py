@@ -739,8 +739,17 @@ def summary_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def check_lines(results: Mapping[str, Any]) -> list[str]:
-    return [
-        f"  {'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['value']:.4f}"
+    """The targets with their measured values; at ``--quick`` statistics some are out of
+    reach by design, so a miss is shown as ``miss``, not ``FAIL``."""
+    quick = bool(results.get("config", {}).get("quick_mode"))
+    head = (
+        "targets of the full demo (--quick samples are too small for some; for information):"
+        if quick
+        else "targets:"
+    )
+    missed = "miss" if quick else "FAIL"
+    return [head] + [
+        f"  {'ok  ' if c['passed'] else missed} {c['check']}: {c['value']:.4f}"
         for c in results["checks"]
     ]
 

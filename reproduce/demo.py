@@ -53,7 +53,7 @@ def main() -> int:
         "",
         "Targets:",
         "",
-        *(f"- {line.strip()}" for line in checks),
+        *(f"- {line.strip()}" for line in checks[1:]),
     ]
     if not args.no_readme:
         write_block("demo", "\n".join(lines))
