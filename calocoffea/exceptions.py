@@ -40,6 +40,19 @@ class StageMismatchError(InputFileError):
     """An input file at another processing stage (or in other units) than expected."""
 
 
+class MissingCollectionError(InputFileError):
+    """An EDM4hep collection (or ntuple tree) that the file does not have."""
+
+
+class CellIDEncodingError(CalocoffeaError, ValueError):
+    """A DD4hep/LCIO cell-ID encoding string that is malformed, overlaps fields, exceeds 64
+    bits, or lacks a field the mapping needs; or values that do not fit their field."""
+
+
+class BranchMapError(CalocoffeaError, ValueError):
+    """A branch map (TOML) that is malformed or names branches the file does not have."""
+
+
 class OutputPathError(CalocoffeaError, OSError):
     """An output path that cannot be written."""
 

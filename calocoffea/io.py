@@ -412,14 +412,22 @@ def _write_chunks(
 _UUID_NAMESPACE = uuid.UUID("6f1d3c2e-8a4b-5c7d-9e0f-123456789abc")
 
 
-def _content_uuids(metadata_json: str) -> Any:
+def _content_uuids(metadata_json: str, identity: uuid.UUID | str | None = None) -> Any:
     """UUIDs for a file (and its directories) derived from its metadata, not drawn at
     random: the file's UUID is its identity for the random numbers of the steps after it
     (:func:`calocoffea.rng.file_key`), so a file written again from the same description
     (geometry, particle, beam, seed, run, events, version) gives the same digitisation in
     any directory and on any day."""
     counter = iter(range(1 << 30))
-    return lambda: uuid.uuid5(_UUID_NAMESPACE, f"{next(counter)}:{metadata_json}")
+    first = None if identity is None else uuid.UUID(str(identity))
+
+    def make() -> uuid.UUID:
+        k = next(counter)
+        if k == 0 and first is not None:
+            return first
+        return uuid.uuid5(_UUID_NAMESPACE, f"{k}:{first}:{metadata_json}")
+
+    return make
 
 
 def write_events(
@@ -429,8 +437,13 @@ def write_events(
     *,
     compression: str | uproot.compression.Compression | None = "zstd",
     treename: str = "events",
+    identity: uuid.UUID | str | None = None,
 ) -> Path:
     """Write chunks of events to a new ROOT file at ``path`` and return its path.
+
+    ``identity`` is the file's UUID, which keys the random numbers of the steps after it
+    (a file converted from another format keeps its source's UUID, so converting does not
+    change the digitisation); by default it is derived from ``metadata``.
 
     Each chunk is an awkward Array of event records: the scalar fields (at least
     ``event``, ``run``, ``pdg``, ``beam_energy``) and a field ``hit`` of jagged hit
@@ -448,7 +461,7 @@ def write_events(
     target = Path(path).absolute()
     algorithm = _resolve_compression(compression)
     metadata_json = metadata.to_json()  # fail before any work if extra is not JSON
-    uuids = _content_uuids(metadata_json)
+    uuids = _content_uuids(metadata_json, identity)
     with (
         atomic_write(target) as temporary,
         uproot.recreate(temporary, compression=algorithm, uuid_function=uuids) as file,
