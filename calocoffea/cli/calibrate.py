@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.inputs import add_input_options, native_inputs
 from calocoffea.constants import load_constants
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def add_parser(sub: Any) -> None:
     apply.add_argument("--output", "-o", required=True, help="output ROOT file")
     add_steps_options(apply)
     add_executor_options(apply)
+    add_input_options(apply)
     apply.set_defaults(handler=run_apply)
 
     fit = group.add_parser(
@@ -88,9 +90,10 @@ def run_apply(args: argparse.Namespace) -> int:
 
     options = run_options(args)
     constants = load_constants(args.constants)
-    result = calibrate_files(
-        args.files, args.output, constants, steps=steps(args), run_options=options
-    )
+    with native_inputs(args) as files:
+        result = calibrate_files(
+            files, args.output, constants, steps=steps(args), run_options=options
+        )
     print(f"wrote {result.output}")
     print_cutflow(result.cutflow)
     return 0

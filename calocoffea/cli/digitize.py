@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.inputs import add_input_options, native_inputs
 from calocoffea.conditions import Conditions
 
 
@@ -36,6 +37,7 @@ def add_parser(sub: Any) -> None:
         help="zero-suppression threshold [MIP] (default: the conditions' threshold)",
     )
     add_executor_options(p)
+    add_input_options(p)
     p.set_defaults(handler=run)
 
 
@@ -45,18 +47,19 @@ def run(args: argparse.Namespace) -> int:
 
     options = run_options(args)
     conditions = Conditions.load(args.conditions) if args.conditions else None
-    result = digitize_files(
-        args.files,
-        args.output,
-        conditions=conditions,
-        seed=args.seed,
-        options=DigitizationOptions(
-            zero_suppression=not args.no_zero_suppression,
-            clipping=not args.no_clipping,
-            threshold_mip=args.threshold_mip,
-        ),
-        run_options=options,
-    )
+    with native_inputs(args) as files:
+        result = digitize_files(
+            files,
+            args.output,
+            conditions=conditions,
+            seed=args.seed,
+            options=DigitizationOptions(
+                zero_suppression=not args.no_zero_suppression,
+                clipping=not args.no_clipping,
+                threshold_mip=args.threshold_mip,
+            ),
+            run_options=options,
+        )
     print(f"wrote {result.output}")
     print_cutflow(result.cutflow)
     return 0

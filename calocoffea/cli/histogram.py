@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.inputs import add_input_options, native_inputs
 from calocoffea.constants import load_constants
 from calocoffea.exceptions import ConstantsError
 
@@ -55,6 +56,7 @@ def add_parser(sub: Any) -> None:
         help="beam energy points [GeV] of the histograms (default: from the files)",
     )
     add_executor_options(p)
+    add_input_options(p)
     p.set_defaults(handler=run)
 
 
@@ -66,15 +68,16 @@ def run(args: argparse.Namespace) -> int:
 
     options = run_options(args)
     constants = load_constants(args.constants) if args.constants else None
-    result = histogram_files(
-        args.files,
-        args.output,
-        stage="raw" if constants is not None else None,
-        constants=constants,
-        steps=CalibrationSteps(to_gev=args.to == "gev"),
-        beam_energies_gev=args.beam_energies,
-        run_options=options,
-    )
+    with native_inputs(args) as files:
+        result = histogram_files(
+            files,
+            args.output,
+            stage="raw" if constants is not None else None,
+            constants=constants,
+            steps=CalibrationSteps(to_gev=args.to == "gev"),
+            beam_energies_gev=args.beam_energies,
+            run_options=options,
+        )
     print(f"wrote {result.output} ({len(result.histograms)} histograms)")
     print(f"      {result.output}.json holds them in lossless UHI form")
     print_cutflow(result.cutflow)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from calocoffea.cli.inputs import add_input_options, source_options
 from calocoffea.io import open_events, read_metadata
 from calocoffea.simulation.particles import PARTICLES
 
@@ -15,7 +16,8 @@ _NAMES = {p.pdg: p.name for p in PARTICLES.values()}
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("info", help="describe an events file", description=__doc__)
-    p.add_argument("file", help="ROOT file written by calocoffea")
+    p.add_argument("file", help="ROOT file: calocoffea's, EDM4hep, or an ntuple with --map")
+    add_input_options(p)
     p.set_defaults(handler=run)
 
 
@@ -27,6 +29,15 @@ def _energies(values: np.ndarray) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from calocoffea.sources import open_source
+
+    source = open_source(args.file, source_options(args))
+    if source is not None:
+        print("\n".join(source.describe()))
+        meta = source.metadata()
+        print(f"read as: stage {meta.stage} (hit_energy in {meta.energy_unit}), geometry "
+              f"{meta.geometry or '(none: cell ids as in the file)'}")  # fmt: skip
+        return 0
     tree = open_events(args.file)  # checks tree, branches and stage first
     meta = read_metadata(args.file)
     scalars = tree.arrays(["pdg", "beam_energy", "nhit"], library="np")
