@@ -220,8 +220,8 @@ class EDM4hepFile:
             tree = self._file[tree_name]
             if "GPStringKeys" not in tree or "GPStringValues" not in tree:
                 continue
-            keys = tree["GPStringKeys"].array(library="py", entry_stop=1)
-            values = tree["GPStringValues"].array(library="py", entry_stop=1)
+            keys = tree["GPStringKeys"].array(library="ak", entry_stop=1).tolist()
+            values = tree["GPStringValues"].array(library="ak", entry_stop=1).tolist()
             for key, value in zip(
                 keys[0] if keys else [], values[0] if values else [], strict=False
             ):

@@ -90,9 +90,25 @@ def open_source(path: str | Path, options: SourceOptions | None = None) -> Sourc
             mapping=options.mapping,
         )
     raise InputFileError(
-        f"{path} is neither a calocoffea events file nor an EDM4hep (podio) file; for a "
-        "flat ntuple give a branch map (--map map.toml, see examples/branchmap.toml)"
+        f"{path} is neither a calocoffea events file nor an EDM4hep (podio) file: "
+        f"{_contents(path)}; for a flat ntuple give a branch map (--map map.toml, see "
+        "examples/branchmap.toml)"
     )
+
+
+def _contents(path: Path) -> str:
+    """What a ROOT file holds, for messages: its top-level keys and their classes."""
+    import uproot
+
+    try:
+        with uproot.open(path) as file:
+            classes = file.classnames(recursive=False)
+    except Exception as err:
+        return f"it cannot be read as ROOT ({type(err).__name__}: {err})"
+    trees = [k.split(";")[0] for k, c in classes.items() if c == "TTree"]
+    listing = ", ".join(f"{k.split(';')[0]} ({c})" for k, c in classes.items()) or "nothing"
+    where = "no TTree 'events'" if "events" not in trees else "a TTree 'events'"
+    return f"it has {where} and holds {listing}"
 
 
 def convert(
