@@ -10,6 +10,9 @@ The flow, one entry point a line:
 - ``calocoffea.io.write_events`` / ``read_events`` / ``open_events`` -- the ROOT TTree
   ``events`` (scalars + ``hit_*`` branches sharing the counter ``nhit``), stage and units
   stored in the file and checked on reading.
+- ``calocoffea.sources`` -- foreign inputs read as those events: EDM4hep files
+  (``calocoffea.edm4hep``, cell IDs decoded by ``calocoffea.cellid``) and flat ntuples through
+  a TOML branch map (``calocoffea.branchmap``); ``convert`` and ``native_files``.
 - ``calocoffea.schema.CaloSchema`` -- coffea NanoEvents schema: ``events.hits.energy`` etc.
 - ``calocoffea.conditions`` -- per-cell detector truth (pedestals, gains, light yield,
   pixels, non-linearity a and b, aging, dead/noisy), drawn once from a seed.
@@ -40,7 +43,7 @@ The flow, one entry point a line:
 - ``calocoffea.exceptions`` -- every error and warning.
 - ``calocoffea`` command line: ``demo``, ``simulate``, ``calibrun``, ``digitize``,
   ``calibrate apply|fit``, ``histogram``, ``fit resolution``, ``constants nominal``,
-  ``conditions draw|show``, ``plugins list|show``, ``info``, ``geometries``.
+  ``conditions draw|show``, ``plugins list|show``, ``convert``, ``info``, ``geometries``.
 """
 
 from __future__ import annotations
