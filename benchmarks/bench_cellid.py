@@ -18,25 +18,15 @@ This is a script, not a test: it prints a table and exits 0 whether or not the t
 
 from __future__ import annotations
 
-import os
+import argparse
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
 
-# One thread everywhere, before numpy (or anything that imports it) is loaded.
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-):
-    os.environ[_var] = "1"
+import _single_thread  # noqa: F401  (one thread per process, before numpy loads)
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-from calocoffea.machine import describe, pin_to_one_core  # noqa: E402
+from calocoffea.machine import describe, pin_to_one_core
 
 #: Throughput target [M ids/s per core] for decoding one field.
 TARGET_MIDS_PER_S = 100.0

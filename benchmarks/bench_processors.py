@@ -36,38 +36,28 @@ directory, removed at the end.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import cProfile
+import datetime
+import functools
+import io
+import json
 import os
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-# One thread everywhere, before numpy (or anything that imports it) is loaded.
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMBA_NUM_THREADS",
-):
-    os.environ[_var] = "1"
+import _single_thread  # noqa: F401  (one thread per process, before numpy loads)
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import cProfile  # noqa: E402
-import datetime  # noqa: E402
-import functools  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from calocoffea.machine import cpu_model, pin_to_one_core  # noqa: E402
+from calocoffea.machine import cpu_model, pin_to_one_core
 
 GEOMETRY = "cepc_ahcal"
 ELECTRON_ENERGIES_GEV = (10.0, 30.0, 50.0, 100.0)

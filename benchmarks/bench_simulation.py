@@ -22,29 +22,20 @@ This is a script, not a test: it prints a table and exits 0 whether or not the t
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-# One thread everywhere, before numpy (or anything that imports it) is loaded.
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-):
-    os.environ[_var] = "1"
+import _single_thread  # noqa: F401  (one thread per process, before numpy loads)
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from calocoffea.machine import cpu_model, pin_to_one_core  # noqa: E402
+from calocoffea.machine import cpu_model, pin_to_one_core
 
 #: Throughput target [events/s per core] for 50 GeV e- in cepc_ahcal.
 TARGET_EVENTS_PER_S = 300.0
