@@ -66,7 +66,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from calocoffea.exceptions import BranchMapError, UnknownPluginError
+from calocoffea.exceptions import BranchMapError, UnknownPluginError, did_you_mean
 from calocoffea.io import (
     HIT_DTYPES,
     REQUIRED_HIT_FIELDS,
@@ -131,9 +131,8 @@ def _unit_hint(unit: str, quantity: str) -> str:
     other = _QUANTITY_OF.get(unit)
     if other is not None:
         return f"{unit!r} is a unit of {other}, not of {quantity}; valid units: {valid}"
-    close = [u for u in _QUANTITY_OF if u.lower() == unit.lower()]
-    close = close or difflib.get_close_matches(unit, list(_UNITS[quantity]), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    exact = [u for u in _QUANTITY_OF if u.lower() == unit.lower()]
+    hint = did_you_mean(unit, exact or _UNITS[quantity])
     return f"unknown unit {unit!r}{hint}; valid units of {quantity}: {valid}"
 
 
@@ -182,8 +181,7 @@ def _check_keys(table: Mapping[str, Any], valid: tuple[str, ...], where: str, ke
     if unknown:
         lines = []
         for name in unknown:
-            close = difflib.get_close_matches(name, valid, n=1)
-            lines.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            lines.append(f"{name!r}{did_you_mean(name, valid)}")
         extra = ", fem_<section>" if key == "[event]" else ""
         raise _fail(
             where,
@@ -291,8 +289,7 @@ def _resolve_stage(stage: Any, unit: str | None, where: str) -> str:
     valid = ", ".join(f"{name!r} ({unit})" for name, unit in STAGES.items())
     if stage is not None:
         if stage not in STAGES:
-            close = difflib.get_close_matches(str(stage), list(STAGES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(stage, STAGES)
             raise _fail(where, "stage", f"unknown stage {stage!r}{hint}; valid stages: {valid}")
         return str(stage)
     if unit == "ADC":
@@ -315,9 +312,7 @@ def _resolve_stage(stage: Any, unit: str | None, where: str) -> str:
             f"the top of the map (valid stages: {valid}), or give the unit of hits.energy "
             '(hits.energy = { branch = "...", unit = "ADC" } means stage raw)',
         )
-    close = [u for u in _QUANTITY_OF if u.lower() == unit.lower()]
-    close = close or difflib.get_close_matches(unit, list(_QUANTITY_OF), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(unit, _QUANTITY_OF)
     raise _fail(
         where,
         "hits.energy.unit",

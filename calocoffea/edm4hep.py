@@ -39,7 +39,6 @@ simpler and as fast.
 
 from __future__ import annotations
 
-import difflib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from calocoffea.exceptions import (
     GeometryError,
     InputFileError,
     MissingCollectionError,
+    did_you_mean,
 )
 from calocoffea.geometry import Geometry, encode_cellid, get_geometry
 from calocoffea.io import FileMetadata
@@ -192,10 +192,9 @@ class EDM4hepFile:
         chosen = []
         for name in names:
             if name not in available:
-                close = difflib.get_close_matches(name, list(available), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise MissingCollectionError(
-                    f"{self.path} has no calorimeter hit collection {name!r}{hint}; it has: "
+                    f"{self.path} has no calorimeter hit collection {name!r}"
+                    f"{did_you_mean(name, available)}; it has: "
                     f"{_listing(available)}"
                 )
             chosen.append(_Collection(name, available[name], ""))

@@ -7,6 +7,9 @@ that already catches those keeps working.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class CalocoffeaError(Exception):
     """Base class of every calocoffea error."""
@@ -99,3 +102,13 @@ class ClippingWarning(CalocoffeaWarning):
 
 class InvalidInputWarning(CalocoffeaWarning):
     """Input values (NaN or negative deposits) were counted and excluded."""
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``name`` (a case-insensitive
+    match first), or "" when none is close: the hint every "unknown ..." message ends with."""
+    options = list(choices)
+    text = str(name)
+    close = [c for c in options if c.lower() == text.lower()]
+    close = close or difflib.get_close_matches(text, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
