@@ -465,6 +465,11 @@ def linearity_figure(scans: Mapping[str, Mapping[str, Any]]) -> Figure:
         _points(residual, scan.energy, deviation, error, scan.used, color)
         shown.append((deviation, error, scan.used))
     main.set_ylabel("Mean reconstructed energy [GeV]")
+    # the axes follow the points, not the fitted lines drawn 10 % beyond them
+    means = np.concatenate([sc.mean[np.isfinite(sc.mean)] for sc in parsed])
+    if means.size:
+        span = float(means.max() - means.min()) or float(abs(means.max())) or 1.0
+        main.set_ylim(float(means.min()) - 0.08 * span, float(means.max()) + 0.08 * span)
     _annotate_clipped(main, parsed, [s.mean for s in parsed], colors, above=False)
     residual.set_ylabel("(mean − fit) / fit [%]", fontsize="small")
     band = Line2D([], [], color="0.88", linewidth=8, label="±1 % band (lower panel)")
