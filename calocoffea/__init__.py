@@ -16,6 +16,9 @@ The flow, one entry point a line:
 - ``calocoffea.schema.CaloSchema`` -- coffea NanoEvents schema: ``events.hits.energy`` etc.
 - ``calocoffea.conditions`` -- per-cell detector truth (pedestals, gains, light yield,
   pixels, non-linearity a and b, aging, dead/noisy), drawn once from a seed.
+- ``calocoffea.effects`` -- detector effects for pseudo-data on simulated cell energies (seed 003
+  biases, seed 002 miscalibration, noise on every cell, bias, zero suppression, dead cells),
+  truth kept; ``calocoffea.cellcoords`` gives the rings and angles they depend on.
 - ``calocoffea.digitization`` / ``calocoffea.calibration`` -- the SiPM-on-tile chain
   MeV -> p.e. -> pixels -> ADC and back ADC -> MIP -> GeV, on flat hit arrays.
 - ``calocoffea.constants`` -- calibration constants with provenance, correctionlib JSON,
@@ -41,7 +44,7 @@ The flow, one entry point a line:
 - ``calocoffea.demo`` -- the main job: calibration runs -> constants -> electrons before and
   after calibration and with the true constants -> report.
 - ``calocoffea.exceptions`` -- every error and warning.
-- ``calocoffea`` command line: ``demo``, ``simulate``, ``calibrun``, ``digitize``,
+- ``calocoffea`` command line: ``demo``, ``simulate``, ``effects``, ``calibrun``, ``digitize``,
   ``calibrate apply|fit``, ``histogram``, ``fit resolution``, ``constants nominal``,
   ``conditions draw|show``, ``plugins list|show``, ``convert``, ``info``, ``geometries``.
 """

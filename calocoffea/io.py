@@ -86,7 +86,7 @@ HIT_DTYPES: dict[str, np.dtype] = {
     "time": np.dtype(np.float32),  # ns
     "flags": np.dtype(np.uint32),  # bits: low gain, saturated, dead, noisy
     "gain": np.dtype(np.uint8),  # optional: 0 high gain, 1 low gain
-    "edep": np.dtype(np.float32),  # optional: MC truth deposit [MeV] after digitisation
+    "edep": np.dtype(np.float32),  # optional: MC truth deposit [MeV] (before effects/digitisation)
     "adc_lg": np.dtype(np.float32),  # optional: low-gain reading of dual-gain runs [ADC]
 }
 

@@ -93,7 +93,8 @@ def _reasons(counts: dict[str, Any]) -> str:
 
 
 def print_cutflow(cutflow: dict[str, Any]) -> None:
-    """Print events and hits in/out of each step, hits removed and flagged by reason."""
+    """Print events and hits in/out of each step, hits removed, flagged (and added, e.g.
+    noise hits of the effects step) by reason."""
     if not cutflow:
         return
     width = max(len(step) for step in cutflow)
@@ -105,3 +106,5 @@ def print_cutflow(cutflow: dict[str, Any]) -> None:
         )
         print(f"  {'':<{width}}  removed: {_reasons(c.get('removed', {}))}")
         print(f"  {'':<{width}}  flagged: {_reasons(c.get('flagged', {}))}")
+        if c.get("added"):
+            print(f"  {'':<{width}}  added: {_reasons(c['added'])}")

@@ -15,6 +15,7 @@ from calocoffea.cli import (
     convert,
     demo,
     digitize,
+    effects,
     fit,
     geometries,
     histogram,
@@ -27,6 +28,7 @@ from calocoffea.exceptions import CalocoffeaError
 SUBCOMMANDS = (
     demo,
     simulate,
+    effects,
     calibrun,
     digitize,
     calibrate,
