@@ -22,6 +22,7 @@ from calocoffea.cli import (
     info,
     plugins,
     simulate,
+    study,
 )
 from calocoffea.exceptions import CalocoffeaError
 
@@ -35,6 +36,7 @@ SUBCOMMANDS = (
     convert,
     histogram,
     fit,
+    study,
     constants,
     conditions,
     plugins,
