@@ -112,8 +112,21 @@ def run_fit(args: argparse.Namespace) -> int:
     geometry = read_metadata(args.files[0]).geometry
     method = calibration_method(args.method, geometry, **parse_options(args.option))
     learned, _ = fit_files(method, args.files, run_options=run_options(args))
-    base = load_constants(args.base) if args.base else design_constants(geometry)
-    path = base.update(learned).save(args.output)
+    from calocoffea.binned import BinnedConstants
+    from calocoffea.exceptions import MethodOptionsError
+
+    if isinstance(learned, BinnedConstants):
+        # binned constants (calibraton) are a correction of their own, not tables to lay
+        # over a base set: saved as they are (read back with calocoffea.binned.load_binned)
+        if args.base:
+            raise MethodOptionsError(
+                f"--base does not apply to {args.method!r}: its binned constants are saved "
+                "on their own; leave --base out"
+            )
+        path = learned.save(args.output)
+    else:
+        base = load_constants(args.base) if args.base else design_constants(geometry)
+        path = base.update(learned).save(args.output)
     print(f"wrote {path} ({args.method}: {', '.join(learned.tables)})")
     print(json.dumps(learned.provenance.fit_quality, indent=2, default=str))
     return 0
