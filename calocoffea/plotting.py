@@ -52,6 +52,7 @@ __all__ = [
     "event_display_figure",
     "linearity_figure",
     "mip_figure",
+    "perturbation_figure",
     "profiles_figure",
     "resolution_figure",
     "response_figure",
@@ -493,9 +494,16 @@ def _residual_limits(
     ax.set_ylim(-limit, limit)
     outside = sum(int(np.count_nonzero(np.abs(d[~u]) > limit)) for d, _, u in shown)
     if outside:
-        ax.text(0.99, 0.93, f"{outside} point{'s' if outside > 1 else ''} not in the fit off "
-                "scale", transform=ax.transAxes, ha="right", va="top", fontsize="xx-small",
-                color="0.3")  # fmt: skip
+        ax.text(
+            0.99,
+            0.93,
+            f"{outside} point{'s' if outside > 1 else ''} not in the fit off scale",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize="xx-small",
+            color="0.3",
+        )
 
 
 # --------------------------------------------------------------------------- histograms
@@ -719,6 +727,50 @@ def _mip_edges(values: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- output
+
+
+@_styled
+def perturbation_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Seed 002's study (:func:`calocoffea.study.perturbation_study` rows): slope a and
+    offset b of the response fits against the noise scale, one line per (bias, calibration
+    scale); the calibration scales share a colour per bias, darker for larger s_c."""
+    fig = Figure(figsize=(12.0, 5.2), layout="constrained")
+    ax_a, ax_b = fig.subplots(1, 2)
+    biases = sorted({float(r["bias_mev"]) for r in rows})
+    scales = sorted({float(r["calibration"]) for r in rows})
+    palette = _colors(len(biases))
+    for colour, bias in zip(palette, biases, strict=True):
+        for k, s_c in enumerate(scales):
+            chosen = sorted(
+                (r for r in rows if r["bias_mev"] == bias and r["calibration"] == s_c),
+                key=lambda r: r["noise_mev"],
+            )
+            x = [r["noise_mev"] for r in chosen]
+            alpha = 0.35 + 0.65 * (k + 1) / len(scales)
+            label = f"b = {bias:+g} MeV" if k == len(scales) - 1 else None
+            for ax, key, error in ((ax_a, "a", "a_error"), (ax_b, "b_gev", "b_error_gev")):
+                ax.errorbar(
+                    x,
+                    [r[key] for r in chosen],
+                    [r[error] for r in chosen],
+                    fmt="o-",
+                    color=colour,
+                    alpha=alpha,
+                    ms=4,
+                    label=label,
+                )
+    ax_a.set_xlabel(r"Noise scale $s_\epsilon$ [MeV]")
+    ax_b.set_xlabel(r"Noise scale $s_\epsilon$ [MeV]")
+    ax_a.set_ylabel("Response slope a")
+    ax_b.set_ylabel("Response offset b [GeV]")
+    ax_b.set_yscale("symlog", linthresh=1.0)
+    ax_a.legend(
+        fontsize="x-small",
+        title=f"darker: larger $s_c$ ({', '.join(f'{v:g}' for v in scales)})",
+        title_fontsize="x-small",
+    )
+    _label(ax_a)
+    return fig
 
 
 def save(fig: Figure, directory: Path, name: str) -> dict[str, str]:

@@ -106,3 +106,5 @@ def test_command_line_writes_the_table_and_regression(
     result = json.loads(out.read_text())
     assert len(result["rows"]) == len(SMALL.points())
     assert result["regression"]["a"]["terms"] == list(A_TERMS)
+    assert (tmp_path / "study.png").stat().st_size > 10_000  # a and b against the noise
+    assert (tmp_path / "study.pdf").read_bytes()[:5] == b"%PDF-"

@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
         description="Apply every point of the grid (seed 002 Table 1 by default) to simulated "
         "showers at 3 or more beam energies, fit E_hat = a E + b per point, regress a and b on "
         "the scales (eq. 2.1-2.2 form) and write the table, the regression and the post-model "
-        "correction (a, b per point) as JSON.",
+        "correction (a, b per point) as JSON, and the plot of a and b beside it (PNG, PDF).",
     )
     per.add_argument("files", nargs="+", metavar="IN", help="simulated files (stage sim)")
     per.add_argument("--method", "-m", default="sum", help="reconstruction (default: sum)")
@@ -60,6 +60,9 @@ def run_perturbations(args: argparse.Namespace) -> int:
     )
     with atomic_write(target) as temporary:
         temporary.write_text(json.dumps(jsonable(result), indent=2))
+    from calocoffea import plotting
+
+    figure = plotting.save(plotting.perturbation_figure(result["rows"]), target.parent, target.stem)
     print(
         f"\n{'s_c':>5} {'s_eps':>6} {'b':>6} {'a':>8} {'b0 [GeV]':>10} {'chi2/ndf':>9} "
         f"{'corrected':>10}"
@@ -79,5 +82,5 @@ def run_perturbations(args: argparse.Namespace) -> int:
         f"{100 * s['max_corrected_response_deviation']:.2f} % of 1 (with the regressed a, b: "
         f"{100 * s['max_regressed_response_deviation']:.2f} %)"
     )
-    print(f"wrote {target}")
+    print(f"wrote {target} and {figure['png']} (+ PDF)")
     return 0
