@@ -57,6 +57,7 @@ import functools
 import tempfile
 import time
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,10 +316,10 @@ class ShowerCalibration(CalibrationMethod):
         return event_fields, kept_counts, hit_fields
 
     # ---- hooks ----------------------------------------------------------------------
+    @abstractmethod
     def make_binner(self, sample: dict[str, npt.NDArray[Any]]) -> Binner:
         """How hits map to constants, from a sample of training hits (``cell``, ``layer``,
         ``s`` [GeV]; empty unless :meth:`wants_sample`)."""
-        raise NotImplementedError
 
     def wants_sample(self) -> int:
         """Training hits to sample for :meth:`make_binner` (0: none)."""
@@ -480,11 +481,11 @@ class ShowerCalibration(CalibrationMethod):
         quality = {**prepared.quality, **history}
         return self.constants(values, prepared, quality)
 
+    @abstractmethod
     def constants(
         self, values: FloatArray, prepared: Prepared, quality: dict[str, Any]
     ) -> Constants:
         """The method's constants from the trained values."""
-        raise NotImplementedError
 
     def provenance(self, prepared: Prepared, quality: dict[str, Any], method: str) -> Provenance:
         g = self.detector
