@@ -44,7 +44,6 @@ import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +66,6 @@ SEED_FIDUCIAL_RINGS, SEED_RINGS = 26, 35
 SEED_THRESHOLD_MEV = 0.01491
 #: Name of the correctionlib correction that holds the factors.
 CORRECTION_NAME = "calibraton"
-_FORMAT = "calocoffea-constants"
 
 
 def max_ring(geometry: Geometry) -> int:
@@ -501,15 +499,10 @@ def load_binned(
 ) -> BinnedConstants:
     """Read :class:`BinnedConstants` written by their ``save``; with ``geometry``, refuse
     constants made for another one (:class:`~calocoffea.exceptions.GeometryMismatchError`)."""
-    from calocoffea.constants import _read_correction
+    from calocoffea.constants import _read_correction, read_payload
 
     try:
-        payload = json.loads(Path(path).read_text())
-        provenance = json.loads(payload["description"])
-        if provenance.pop("format", None) != _FORMAT:
-            raise ValueError("its description is not calocoffea provenance")
-        made_for = get_geometry(provenance["geometry"])
-        corrections = {c["name"]: c for c in payload["corrections"]}
+        corrections, provenance, made_for = read_payload(path)
         if CORRECTION_NAME not in corrections:
             raise ValueError(
                 f"it has no correction {CORRECTION_NAME!r} (it has {', '.join(corrections)}); "

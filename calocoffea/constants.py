@@ -256,15 +256,25 @@ class DenseConstants:
     missing: dict[str, int]
 
 
+def read_payload(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], Geometry]:
+    """The corrections (by name), the provenance fields and the geometry of a correctionlib
+    JSON file written by calocoffea (:meth:`Constants.save` or a method's own ``save``);
+    raises OSError, ValueError or KeyError for anything else (callers say what to do)."""
+    payload = json.loads(Path(path).read_text())
+    provenance = json.loads(payload["description"])
+    if provenance.pop("format", None) != _FORMAT:
+        raise ValueError("its description is not calocoffea provenance")
+    geometry = get_geometry(provenance["geometry"])
+    return {c["name"]: c for c in payload["corrections"]}, provenance, geometry
+
+
 def load_constants(path: str | os.PathLike[str]) -> Constants:
     """Read correctionlib JSON written by :meth:`Constants.save`."""
     try:
-        payload = json.loads(Path(path).read_text())
-        provenance = json.loads(payload["description"])
-        if provenance.pop("format", None) != _FORMAT:
-            raise ValueError("its description is not calocoffea provenance")
-        geometry = get_geometry(provenance["geometry"])
-        tables = {c["name"]: _read_correction(c, geometry) for c in payload["corrections"]}
+        corrections, provenance, geometry = read_payload(path)
+        tables = {name: _read_correction(c, geometry) for name, c in corrections.items()}
         return Constants(tables, Provenance(**provenance))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConstantsError(
