@@ -29,6 +29,12 @@ Flat bin index: ``((s_b * n_ℓ + ℓ_b) * n_r + r_b) * n_θ + θ_b`` for the el
 fiducial bins, then the hadronic S bins, then one slot for the fixed unit factor.
 Layers are 0-based global layer numbers (the ``hit_layer`` branch); the seed counts from 1.
 
+Per-cell constants: 0 bins asked for layer, ring or theta means one bin per value that the
+geometry's fiducial cells take (every layer, every ring, every cell direction). With all three
+0 and one S bin, each (layer, ring, θ) bin holds exactly one cell (a cell is fixed by its ring
+and direction), so the same fit learns one constant per cell: how a per-cell miscalibration
+is recovered from showers.
+
 Integer variables (layer, ring) get half-integer edges. Where a variable has fewer distinct
 values than bins asked (few showers, or a narrow distribution), coinciding quantiles are
 merged: that dimension gets fewer bins (:attr:`CalibratonBinning.bins` says how many);
@@ -275,6 +281,22 @@ class CalibratonBinning:
         used[self.n_em_bins :] = True
         return used
 
+    def reachable(
+        self, layer: npt.ArrayLike, ring: npt.ArrayLike, theta: npt.ArrayLike
+    ) -> npt.NDArray[np.bool_]:
+        """True for flat indices that a cell of these (layer, ring, theta) reaches at some
+        cell energy: with fine bins, most (ring, theta) pairs hold no cell at all."""
+        layer, ring, theta = (np.asarray(v) for v in (layer, ring, theta))
+        edges = np.asarray(self.s_edges)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        if self.n_hadronic:
+            h = np.asarray(self.hadronic_s_edges)
+            centres = np.concatenate((centres, 0.5 * (h[:-1] + h[1:])))
+        out = np.zeros(self.n_bins + 1, dtype=bool)
+        for s in centres:
+            out[self.index(layer, ring, theta, np.full(layer.size, s))] = True
+        return out[: self.n_bins]
+
     # ---- construction -------------------------------------------------------------
     @classmethod
     def from_hits(
@@ -288,11 +310,21 @@ class CalibratonBinning:
         n_layers: int,
         fiducial_rings: int,
         bins: tuple[int, int, int, int] = SEED_BINS,
+        cell_theta: npt.ArrayLike | None = None,
     ) -> CalibratonBinning:
-        """The binning from a sample of hits above threshold (S [GeV])."""
-        if min(bins) < 1:
-            raise ValueError(f"bins (layer, ring, theta, S) must be at least 1, got {bins}")
+        """The binning from a sample of hits above threshold (S [GeV]).
+
+        A 0 in ``bins`` for layer, ring or theta asks for one bin per value the fiducial
+        cells take (module docstring); theta then needs ``cell_theta``, the directions of
+        the fiducial cells of the first section."""
+        if min(bins) < 0 or bins[3] < 1:
+            raise ValueError(
+                f"bins (layer, ring, theta, S) must be at least 1 (0 for layer, ring and theta: "
+                f"one bin per cell value), got {bins}"
+            )
         n_l, n_r, n_t, n_s = bins
+        if n_t == 0 and cell_theta is None:
+            raise ValueError("theta bins 0 (one per cell direction) needs cell_theta")
         layer = np.asarray(layer, dtype=np.int64)
         ring = np.asarray(ring, dtype=np.int64)
         theta = np.asarray(theta, dtype=np.float64)
@@ -309,12 +341,23 @@ class CalibratonBinning:
         s_edges = quantile_edges(s_fid, n_s, 0.0, float(s_fid.max()))
         s_b = _bin_of(s_edges, s_fid)
         layer_fid = layer[fiducial]
+        every_layer = tuple(np.arange(n_em_layers + 1) - 0.5)
         layer_edges = tuple(
             tuple(quantile_edges(layer_fid[s_b == b], n_l, -0.5, n_em_layers - 0.5).tolist())
+            if n_l
+            else every_layer
             for b in range(s_edges.size - 1)
         )
-        ring_edges = quantile_edges(ring[fiducial], n_r, 0.5, fiducial_rings + 0.5)
-        theta_edges = quantile_edges(theta[fiducial], n_t, 0.0, 2.0 * math.pi)
+        ring_edges = (
+            quantile_edges(ring[fiducial], n_r, 0.5, fiducial_rings + 0.5)
+            if n_r
+            else np.arange(fiducial_rings + 1) + 0.5
+        )
+        if n_t:
+            theta_edges = quantile_edges(theta[fiducial], n_t, 0.0, 2.0 * math.pi)
+        else:
+            directions = np.unique(np.asarray(cell_theta, dtype=np.float64))
+            theta_edges = quantile_edges(directions, directions.size, 0.0, 2.0 * math.pi)
         hadronic_edges: Edges = ()
         if n_layers > n_em_layers:
             s_had = s[~em]
@@ -399,6 +442,17 @@ class BinnedConstants(Constants):
         fiducial rings."""
         table = np.append(self.factors, 1.0)
         return table[self.binning.index(layer, ring, theta, s)]
+
+    def cell_factors(self, geometry: str | Geometry, s_gev: float) -> FloatArray:
+        """The factor of every cell (``Geometry.cellids()`` order) for a hit of cell energy
+        ``s_gev`` [GeV]: with per-cell bins and one S bin, the per-cell constants."""
+        from calocoffea.cellcoords import rings_and_angles
+
+        geometry = get_geometry(geometry)
+        self.check_geometry(geometry, "the geometry asked for")
+        ring, theta = rings_and_angles(geometry)
+        layer = geometry.cell_layer
+        return self.evaluate(layer, ring, theta, np.full(layer.size, float(s_gev)))
 
     def layer_value(self, name: str) -> FloatArray:
         """A per-layer table as an array indexed by layer."""

@@ -139,6 +139,9 @@ class ShowerFitOptions:
     fiducial_rings: int = 0
     #: keep only showers whose beam impact (beam_x, beam_y) lies in a fiducial ring
     fiducial_showers: bool = True
+    #: with fiducial_showers, keep impacts in rings 1..n; 0: the fiducial rings (the seed).
+    #: Calibrating every ring while dropping showers that leak out of the side: n < rings
+    shower_rings: int = 0
     #: "l1": eq. 3, mean |E - E_ref| / E_ref; "l2": mean ((E - E_ref) / E_ref)^2
     loss: str = "l1"
     #: Adam's initial learning rate (cosine-annealed to 0 over the planned steps)
@@ -183,7 +186,7 @@ class ShowerFitOptions:
                 f"buffer_showers ({self.buffer_showers}) must hold at least one batch "
                 f"({self.batch_showers} showers)"
             )
-        for name in ("fiducial_rings", "patience", "threads"):
+        for name in ("fiducial_rings", "shower_rings", "patience", "threads"):
             if getattr(self, name) < 0:
                 raise MethodOptionsError(f"option {name!r} must be >= 0")
 
@@ -192,11 +195,11 @@ class ShowerFitOptions:
 class CalibratonOptions(ShowerFitOptions):
     """Options of :class:`Calibraton` (bins per dimension: seed 003 §3.4)."""
 
-    #: layer bins per S bin (eq. 6)
+    #: layer bins per S bin (eq. 6); 0: one per layer
     bins_layer: int = SEED_BINS[0]
-    #: ring bins over the fiducial rings
+    #: ring bins over the fiducial rings; 0: one per ring
     bins_ring: int = SEED_BINS[1]
-    #: theta bins
+    #: theta bins; 0: one per cell direction (with the two above and bins_s=1: per cell)
     bins_theta: int = SEED_BINS[2]
     #: cell-energy bins (also of the hadronic section)
     bins_s: int = SEED_BINS[3]
@@ -205,9 +208,14 @@ class CalibratonOptions(ShowerFitOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("bins_layer", "bins_ring", "bins_theta", "bins_s", "binning_hits"):
+        for name in ("bins_s", "binning_hits"):
             if getattr(self, name) < 1:
                 raise MethodOptionsError(f"option {name!r} must be at least 1")
+        for name in ("bins_layer", "bins_ring", "bins_theta"):
+            if getattr(self, name) < 0:
+                raise MethodOptionsError(
+                    f"option {name!r} must be at least 1, or 0 for one bin per cell value"
+                )
 
 
 # ------------------------------------------------------------------------------ method base
@@ -389,6 +397,7 @@ class ShowerCalibration(CalibrationMethod):
             return loader
         beam = loader.with_options(event_fields=("beam_x", "beam_y")).scalars(("beam_x", "beam_y"))
         x, y = beam["beam_x"], beam["beam_y"]
+        rings = self.options.shower_rings or self.fiducial_rings
         known = np.isfinite(x) & np.isfinite(y)
         keep = np.ones(x.size, dtype=bool)
         if np.any(known):
@@ -398,9 +407,9 @@ class ShowerCalibration(CalibrationMethod):
             cellid, inside = geometry.cell_of(first_layer, x[known], y[known])
             index = geometry.cell_index(cellid)
             ring_of = np.where(inside & (index >= 0), ring[np.maximum(index, 0)], 0)
-            keep[known] = inside & (ring_of >= 1) & (ring_of <= self.fiducial_rings)
+            keep[known] = inside & (ring_of >= 1) & (ring_of <= rings)
         quality["fiducial_selection"] = {
-            "rings": self.fiducial_rings,
+            "rings": rings,
             "kept": int(keep.sum()),
             "rejected": int((~keep).sum()),
             "without_beam_position": int((~known).sum()),
@@ -673,6 +682,8 @@ class Calibraton(ShowerCalibration):
         geometry = self.detector
         ring, theta = self.cell_coordinates
         cell = sample["cell"].astype(np.int64)
+        first = geometry.layer_section[geometry.cell_layer] == 0
+        fiducial_cells = first & (ring >= 1) & (ring <= self.fiducial_rings)
         return CalibratonBinning.from_hits(
             sample["layer"],
             ring[cell],
@@ -682,6 +693,7 @@ class Calibraton(ShowerCalibration):
             n_layers=geometry.n_layers,
             fiducial_rings=self.fiducial_rings,
             bins=(o.bins_layer, o.bins_ring, o.bins_theta, o.bins_s),
+            cell_theta=theta[fiducial_cells],
         )
 
     def make_binner(self, sample: dict[str, npt.NDArray[Any]]) -> Binner:
@@ -697,7 +709,8 @@ class Calibraton(ShowerCalibration):
         self, values: FloatArray, prepared: Prepared, quality: dict[str, Any]
     ) -> Constants:
         binning: CalibratonBinning = prepared.binning
-        used = binning.used_slots()
+        ring, theta = self.cell_coordinates
+        used = binning.used_slots() & binning.reachable(self.detector.cell_layer, ring, theta)
         empty = np.flatnonzero(used & (prepared.hits_per_bin[: binning.n_bins] == 0))
         values = np.where(prepared.hits_per_bin[: binning.n_bins] > 0, values, 1.0)
         quality["empty_bins"] = {
