@@ -48,6 +48,7 @@ from calocoffea.exceptions import OutputPathError
 from calocoffea.geometry import get_geometry
 from calocoffea.machine import describe
 from calocoffea.runner import RunOptions
+from calocoffea.scoring import score_constants
 
 #: The variants of the electron chain: (key, label, what the constants are).
 VARIANTS = (
@@ -446,6 +447,13 @@ def _pulls(constants: Constants, name: str, status_name: str, truth: np.ndarray)
     }
 
 
+def _score(fitted: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
+    """The scores of :func:`calocoffea.scoring.score_constants`, keys prefixed "score "."""
+    score = score_constants(fitted, truth, mask)
+    keep = ("cells", "rms", "bias", "mae", "mae_relative", "r2", "rms_scaled")
+    return {f"score {k}": v for k, v in score.to_dict().items() if k in keep}
+
+
 def _calibrate(
     config: DemoConfig,
     pseudo: Conditions,
@@ -502,11 +510,17 @@ def _calibrate(
             pedestal, f"pedestal_{gain}_adc", "pedestal_status", truth[f"pedestal_{gain}_adc"]
         ).items()
     }
+    spe_ok = spe.tables["spe_status"].values == 0
+    ratio_ok = ratio.tables["gain_ratio_status"].values == 0
     calibration = {
         "pedestal": ped,
-        "spe": _pulls(spe, "spe_adc", "spe_status", truth["spe_adc"]),
+        "spe": {
+            **_pulls(spe, "spe_adc", "spe_status", truth["spe_adc"]),
+            **_score(spe.tables["spe_adc"].values, truth["spe_adc"], spe_ok),
+        },
         "gain_ratio": {
             **_pulls(ratio, "gain_ratio", "gain_ratio_status", truth["gain_ratio"]),
+            **_score(ratio.tables["gain_ratio"].values, truth["gain_ratio"], ratio_ok),
             "fallback (cells without overlap hits)": ratio.provenance.fit_quality.get(
                 "fallback", {}
             ).get("gain_ratio"),
@@ -525,6 +539,7 @@ def _calibrate(
             "rms_hidden_spread": float(
                 np.std(pseudo.values["light_yield_pe"] / PARAMETERS["light_yield_pe"].mean)
             ),
+            **_score(table.values, pseudo.values["light_yield_pe"]),
             "pull_width_ok_cells": float(
                 np.std(
                     deviation[status == 0]

@@ -96,6 +96,13 @@ def test_calibration_recovers_the_true_constants_chain(demo: tuple) -> None:
     # with ~185 hits per cell the MIP scales carry ~6 % statistical error, still well below
     # the hidden 10 % spread they correct
     assert mip["rms_fit_over_true_minus_1_all_cells"] < 0.8 * mip["rms_hidden_spread"]
+    # the report scores the constants against the truth: the same RMS, R² > 0 (better than
+    # the mean alone)
+    assert mip["score rms"] == pytest.approx(mip["rms_fit_over_true_minus_1_all_cells"])
+    assert mip["score cells"] == 12960 and mip["score r2"] > 0.2
+    for method in ("spe", "gain_ratio"):
+        assert calibration[method]["score cells"] == calibration[method]["cells_ok"]
+        assert calibration[method]["score r2"] > 0.5
     for method in ("spe", "gain_ratio"):
         pulls = calibration[method]
         assert abs(pulls["pull_width"] - 1) < 0.2, (method, pulls)
