@@ -92,6 +92,11 @@ def main() -> int:
             f"- mean response after the post-model correction (each point's a, b): within "
             f"{100 * s['max_corrected_response_deviation']:.2f} % of 1; with the regressed a, b:"
             f" within {100 * s['max_regressed_response_deviation']:.2f} %",
+            f"- within 1 % of 1 at {s['points_within_1_percent']} of {s['points']} points; the "
+            f"largest deviation in units of its statistical error: "
+            f"{s['max_corrected_response_pull']:.2f} (largest error "
+            f"{100 * s['max_corrected_response_error']:.2f} %, where noise hits carry most "
+            "of the energy)",
             "",
             "```",
             *regression_lines(result["regression"]["a"], "a"),

@@ -80,7 +80,9 @@ def run_perturbations(args: argparse.Namespace) -> int:
         f"{s['median_chi2_ndf']:.2f}, max {s['max_chi2_ndf']:.2f}; mean response after the "
         "post-model correction within "
         f"{100 * s['max_corrected_response_deviation']:.2f} % of 1 (with the regressed a, b: "
-        f"{100 * s['max_regressed_response_deviation']:.2f} %)"
+        f"{100 * s['max_regressed_response_deviation']:.2f} %); within 1 % at "
+        f"{s['points_within_1_percent']} points, largest |corrected - 1| / error "
+        f"{s['max_corrected_response_pull']:.2f}"
     )
     print(f"wrote {target} and {figure['png']} (+ PDF)")
     return 0
