@@ -30,7 +30,8 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 reproduce: $(STAMP)
-	for f in reproduce/[!_]*.py; do $(PY) $$f || exit 1; done
+	@failed=""; for f in reproduce/[!_]*.py; do echo "== $$f"; $(PY) $$f || failed="$$failed $$f"; done; \
+	if [ -n "$$failed" ]; then echo "targets missed in:$$failed"; exit 1; fi
 
 benchmark: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
