@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from calocoffea import registry
-from calocoffea.constants import Constants
+from calocoffea.constants import Constants, DenseConstants, design_constants, load_constants
 from calocoffea.exceptions import MethodOptionsError
 from calocoffea.geometry import Geometry, get_geometry
 
@@ -162,6 +162,26 @@ class CalibrationMethod(_Method, ABC):
 
         dense = constants.dense(self.detector)
         return calibrate(adc, gain, flags, cell, layer, dense).energy
+
+
+class PriorConstants:
+    """For methods that calibrate hits with a starting set before fitting: the option
+    ``constants`` names it (a constants file; empty: the design constants)."""
+
+    geometry: str
+    options: Any
+    detector: Geometry
+
+    def prior(self) -> Constants:
+        """The constants the hits are calibrated with before the fit."""
+        if self.options.constants:
+            return load_constants(self.options.constants)
+        return design_constants(self.geometry)
+
+    @functools.cached_property
+    def _dense(self) -> DenseConstants:
+        """The prior as dense arrays (built once per process, not pickled)."""
+        return self.prior().dense(self.detector)
 
 
 class ReconstructionMethod(_Method, ABC):

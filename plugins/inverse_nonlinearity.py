@@ -38,7 +38,6 @@ are counted in ``fit_quality``. Nothing is defaulted silently.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,7 +51,7 @@ import numpy.typing as npt
 
 from calocoffea import nonlinearity_fit as nl
 from calocoffea.conditions import PARAMETERS
-from calocoffea.constants import Constants, DenseConstants, Table, design_constants, load_constants
+from calocoffea.constants import Constants, Table, design_constants
 from calocoffea.digitization import inverse_nonlinearity
 from calocoffea.exceptions import (
     FitError,
@@ -63,7 +62,7 @@ from calocoffea.exceptions import (
 )
 from calocoffea.flags import HitFlag
 from calocoffea.io import read_events, read_metadata
-from calocoffea.methods import CalibrationMethod
+from calocoffea.methods import CalibrationMethod, PriorConstants
 from calocoffea.streaming import ShowerBatch, ShowerLoader
 
 FloatArray = npt.NDArray[np.float64]
@@ -142,7 +141,7 @@ class Sample:
         return self.beam_gev.size
 
 
-class InverseNonlinearity(CalibrationMethod):
+class InverseNonlinearity(PriorConstants, CalibrationMethod):
     """Per-cell (a, b) of the electronics non-linearity from data vs MC_digi spectra."""
 
     description: ClassVar[str] = (
@@ -157,15 +156,6 @@ class InverseNonlinearity(CalibrationMethod):
     options: InverseNonlinearityOptions
 
     # ---- constants -------------------------------------------------------------------
-    def prior(self) -> Constants:
-        """The starting constants of data and reference (the MC's own)."""
-        if self.options.constants:
-            return load_constants(self.options.constants)
-        return design_constants(self.geometry)
-
-    @functools.cached_property
-    def _dense(self) -> DenseConstants:
-        return self.prior().dense(self.detector)
 
     # ---- collect ---------------------------------------------------------------------
     def hit_fields(

@@ -26,7 +26,6 @@ provenance; nothing is defaulted silently.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,13 +38,11 @@ from calocoffea import landaugauss
 from calocoffea.calibration import CalibrationSteps
 from calocoffea.constants import (
     Constants,
-    DenseConstants,
     Table,
     design_constants,
-    load_constants,
 )
 from calocoffea.exceptions import FitError
-from calocoffea.methods import CalibrationMethod
+from calocoffea.methods import CalibrationMethod, PriorConstants
 from calocoffea.processors.calibrate import calibrate_chunk
 
 #: Status codes of the ``mip_status`` table.
@@ -72,7 +69,7 @@ class MipOptions:
     template_cells: int = 300
 
 
-class MipCalibration(CalibrationMethod):
+class MipCalibration(PriorConstants, CalibrationMethod):
     """Per-cell MIP scale (light yield) from muon spectra with Landau (x) Gauss fits."""
 
     description: ClassVar[str] = (
@@ -85,16 +82,6 @@ class MipCalibration(CalibrationMethod):
     options: MipOptions
 
     # ---- collect ---------------------------------------------------------------------
-    def prior(self) -> Constants:
-        """The constants the muon hits are calibrated with before the fit."""
-        if self.options.constants:
-            return load_constants(self.options.constants)
-        return design_constants(self.geometry)
-
-    @functools.cached_property
-    def _dense(self) -> DenseConstants:
-        """The prior as dense arrays (built once per process, not pickled)."""
-        return self.prior().dense(self.detector)
 
     def collect(self, events: Any) -> hist.Hist:
         """Per-cell histogram of the hit signals in photo-electrons of the prior light yield
