@@ -164,6 +164,36 @@ class CalibrationMethod(_Method, ABC):
         return calibrate(adc, gain, flags, cell, layer, dense).energy
 
 
+def require_torch(who: str) -> Any:
+    """torch, or a ModuleNotFoundError that names ``who`` needs it and how to install the
+    optional extra ``train``."""
+    try:
+        import torch
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            f"{who} train(s) with torch, the optional extra 'train': install torch first and "
+            "alone, `pip install torch==2.13.0` (a CPU build; an unpinned requirement pulls a "
+            "multi-GB CUDA build), then `pip install 'calocoffea[train]'`",
+            name="torch",
+        ) from err
+    return torch
+
+
+def fit_quality_json(value: Any) -> Any:
+    """A method's fit_quality as plain JSON types (numpy scalars and arrays converted)."""
+    if isinstance(value, dict):
+        return {str(k): fit_quality_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [fit_quality_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return fit_quality_json(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return float(value)
+    return value
+
+
 class PriorConstants:
     """For methods that calibrate hits with a starting set before fitting: the option
     ``constants`` names it (a constants file; empty: the design constants)."""

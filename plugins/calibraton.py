@@ -88,7 +88,7 @@ from calocoffea.exceptions import (
 from calocoffea.fitting import FitResult, rms_over_median
 from calocoffea.fitting import resolution as fit_resolution_curve
 from calocoffea.geometry import Geometry, get_geometry
-from calocoffea.methods import CalibrationMethod
+from calocoffea.methods import CalibrationMethod, fit_quality_json, require_torch
 from calocoffea.processors.common import cell_indices, flat_hits
 from calocoffea.streaming import ShowerBatch, ShowerLoader, write_npz_shard
 
@@ -105,21 +105,6 @@ _PREPARE_SHOWERS = 5_000
 _EVAL_SHOWERS = 20_000
 #: How many empty bins ``fit_quality`` lists by label.
 _LISTED = 20
-
-
-def require_torch() -> Any:
-    """torch, or a ModuleNotFoundError that says how to install the ``train`` extra."""
-    try:
-        import torch
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            "the seed 003 calibrations (calibraton, per_layer) train with torch, the optional "
-            "extra 'train': install torch first and alone, `pip install torch==2.13.0` (a CPU "
-            "build; an unpinned requirement pulls a multi-GB CUDA build), then "
-            "`pip install 'calocoffea[train]'`",
-            name="torch",
-        ) from err
-    return torch
 
 
 # ------------------------------------------------------------------------------ options
@@ -480,7 +465,7 @@ class ShowerCalibration(CalibrationMethod):
 
     def fit(self, accumulated: Sequence[str]) -> Constants:
         """Constants from the shards ``collect`` wrote (paths in (file, entry) order)."""
-        torch = require_torch()
+        torch = require_torch("the seed 003 calibrations (calibraton, per_layer)")
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="calocoffea-seed003-") as directory:
             prepared = self.prepare(accumulated, directory)
@@ -506,7 +491,7 @@ class ShowerCalibration(CalibrationMethod):
                 f"{prepared.train.n_showers} training and {prepared.test.n_showers} test showers "
                 f"(E_ref = {self.options.reference})"
             ),
-            fit_quality=_jsonable(quality),
+            fit_quality=fit_quality_json(quality),
         )
 
     # ---- apply ------------------------------------------------------------------------
@@ -642,21 +627,6 @@ def _train(torch: Any, prepared: Prepared, o: ShowerFitOptions) -> tuple[FloatAr
     )
     values = best_values.numpy().astype(np.float64)
     return values, history
-
-
-def _jsonable(value: Any) -> Any:
-    """fit_quality as plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value)
-    return value
 
 
 # ------------------------------------------------------------------------------ Calibr-A-Ton
@@ -925,7 +895,6 @@ __all__ = [
     "calibrated_energies",
     "fit_resolution",
     "hit_energies",
-    "require_torch",
     "resolution_by_energy",
     "response",
     "train_constants",
