@@ -73,7 +73,6 @@ from calocoffea.exceptions import (
     GeometryMismatchError,
     InputFileError,
     MethodOptionsError,
-    OutputPathError,
 )
 from calocoffea.geometry import Geometry, decode_cellid, get_geometry
 from calocoffea.grids import SquareGrid
@@ -351,13 +350,9 @@ def apply_aging_files(
     if not files:
         raise InputFileError("no input files given to age")
     geo = get_geometry(aging.geometry)
-    target = Path(output).absolute()
-    if any(Path(f).absolute() == target for f in files):
-        raise OutputPathError(f"output {target} is also an input; choose another output path")
-    if not target.parent.is_dir():
-        raise OutputPathError(
-            f"cannot write {target}: directory {target.parent} does not exist; create it first"
-        )
+    from calocoffea.runner import _check_output
+
+    target = _check_output(output, files)
     for path in files:
         _same_geometry(path, geo)
     first = read_metadata(files[0]).extra

@@ -251,7 +251,7 @@ def _beam_energies(metadata: list[FileMetadata]) -> tuple[float, ...]:
     return tuple(sorted(energies))
 
 
-def _check_output(output: str | Path, files: Sequence[str | Path]) -> Path:
+def _check_output(output: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]]) -> Path:
     target = Path(output).absolute()
     if any(Path(f).absolute() == target for f in files):
         raise OutputPathError(f"output {target} is also an input; choose another output path")
