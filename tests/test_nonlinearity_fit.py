@@ -229,3 +229,18 @@ def test_bad_options() -> None:
         calibration_method(
             "inverse_nonlinearity", GEOMETRY, energy_prediction="no.such:thing"
         ).hook()
+
+
+def test_fit_is_identical_on_dask(samples: dict[str, Any], fitted: Any) -> None:
+    """Collect on a Dask LocalCluster (2 workers, small chunks): the same constants as the
+    iterative run of the ``fitted`` fixture."""
+    from calocoffea.runner import RunOptions
+
+    method = calibration_method(
+        "inverse_nonlinearity", GEOMETRY, reference=str(samples["mc"]),
+        constants=str(samples["work"] / "start.json"), min_hits=MIN_HITS,
+    )  # fmt: skip
+    options = RunOptions("dask", workers=2, chunksize=300)
+    constants, _ = fit_files(method, [samples["data"]], run_options=options)
+    for name in ("nonlinearity_a", "nonlinearity_b", "nonlinearity_status"):
+        np.testing.assert_array_equal(constants.tables[name].values, fitted.tables[name].values)
