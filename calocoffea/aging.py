@@ -18,6 +18,9 @@ What to use when:
   energy) of a file, the input of both aging calibrations; :class:`CellMoments` per-cell hit
   counts, means and variances; :func:`ratio_errors` the statistical error of a mean ratio and
   :func:`trainable_cells` the cells it is small enough to fit.
+- :func:`aged_conditions` -- detector conditions whose ``aging`` table is an :class:`Aging`'s
+  A, to digitise aged raw pseudo-data; :func:`as_scale` -- learned coefficients as the
+  per-cell ``scale`` table that the raw calibration chain multiplies energies by last.
 - :class:`AgingCalibration` -- the base of the aging calibrations: ``collect`` keeps the
   damaged events' hits (whole events, ``needs_events``), ``fit`` reads the undamaged
   reference named by the option ``reference`` and calls the method's ``estimate``; the
@@ -64,6 +67,7 @@ import numpy as np
 import numpy.typing as npt
 
 from calocoffea import __version__
+from calocoffea.conditions import Conditions
 from calocoffea.constants import Constants, Provenance, Table
 from calocoffea.exceptions import (
     ConstantsError,
@@ -719,6 +723,34 @@ class AgingCalibration(CalibrationMethod):
         return np.asarray(adc, dtype=np.float64) * a[np.asarray(cell, dtype=np.int64)]
 
 
+def aged_conditions(conditions: Conditions, aging: Aging) -> Conditions:
+    """``conditions`` whose per-cell ``aging`` table is ``aging``'s A: the digitiser divides
+    each cell's light yield by A (:mod:`calocoffea.digitization`), so raw pseudo-data age
+    the same way as :func:`apply_aging_files` ages simulated energies."""
+    if conditions.geometry != aging.geometry:
+        raise GeometryMismatchError(
+            f"aging for {aging.geometry!r} cannot age conditions of {conditions.geometry!r}; "
+            "build the aging for the conditions' geometry"
+        )
+    return conditions.with_values(
+        label=f"{conditions.label}, aged (k = {aging.strength:g})", aging=aging.coefficients
+    )
+
+
+def as_scale(constants: Constants) -> Constants:
+    """Learned aging coefficients (table :data:`TABLE`) as the calibration chain's per-cell
+    ``scale`` table (energies are multiplied by it last, where the conditions' ``aging``
+    enters): lay it over raw-stage constants with ``Constants.update`` to calibrate aged
+    raw data with the stage ``raw`` processors."""
+    if TABLE not in constants.tables:
+        raise ConstantsError(
+            f"constants ({constants.provenance.method}) have no table {TABLE!r}; use the "
+            "output of wgan_aging or moment_ratio"
+        )
+    table = constants.tables[TABLE]
+    return Constants({"scale": dataclasses.replace(table)}, constants.provenance)
+
+
 def coefficients_of(constants: Constants, geometry: str | Geometry) -> FloatArray:
     """The table :data:`TABLE` of ``constants`` as one A per cell (``cellids()`` order)."""
     geo = get_geometry(geometry)
@@ -750,10 +782,12 @@ __all__ = [
     "CellSample",
     "CellSelection",
     "age_energies",
+    "aged_conditions",
     "aging_coefficients",
     "aging_strength",
     "aging_truth",
     "apply_aging_files",
+    "as_scale",
     "cell_deposits_mev",
     "central_cells",
     "check_finite",

@@ -38,8 +38,9 @@ from calocoffea.aging import (
     trainable_cells,
 )
 from calocoffea.cli.main import main
-from calocoffea.constants import load_constants
+from calocoffea.constants import Constants, load_constants
 from calocoffea.exceptions import (
+    ConstantsError,
     FitWarning,
     GeometryError,
     GeometryMismatchError,
@@ -385,3 +386,42 @@ def test_fit_is_identical_on_every_executor(samples: dict, executor: str) -> Non
     np.testing.assert_array_equal(
         coefficients_of(other, GEOMETRY), coefficients_of(iterative, GEOMETRY)
     )
+
+
+def test_aged_raw_data_calibrate_back_through_the_scale_table(tmp_path: Path) -> None:
+    """Aging as a detector condition: raw data digitised with aged conditions, calibrated
+    with the unaged constants plus the coefficients as the ``scale`` table, give exactly the
+    energies of the aged conditions' own (truth) constants; without it, aged cells read low."""
+    from calocoffea.aging import aged_conditions, as_scale, cell_deposits_mev
+    from calocoffea.conditions import nominal
+    from calocoffea.constants import Provenance, Table, nominal_constants
+    from calocoffea.runner import calibrate_files, digitize_files
+
+    geometry = get_geometry(GEOMETRY)
+    sim = simulate(GEOMETRY, "pi+", Beam((10.0,)), 100, 21, tmp_path / "sim.root")
+    deposits, _ = cell_deposits_mev([sim])
+    aging = Aging.from_deposits(GEOMETRY, deposits)
+    base = nominal(GEOMETRY)
+    raw = digitize_files([sim], tmp_path / "raw.root", conditions=aged_conditions(base, aging),
+                         seed=3).output  # fmt: skip
+    learned = Constants(
+        {"aging_coefficient": Table("cell", geometry.cellids().astype(np.int64),
+                                    aging.coefficients, np.zeros(geometry.n_cells), "1")},
+        Provenance("truth", geometry.name, geometry.hash),
+    )  # fmt: skip
+    energies = {}
+    for name, constants in {
+        "unaged": nominal_constants(base),
+        "scale": nominal_constants(base).update(as_scale(learned)),
+        "truth": nominal_constants(aged_conditions(base, aging)),
+    }.items():
+        out = calibrate_files([raw], tmp_path / f"{name}.root", constants).output
+        hits = read_events(out).hits
+        energies[name] = ak.to_numpy(ak.flatten(hits.energy)).astype(np.float64)
+        cell = geometry.cell_index(ak.to_numpy(ak.flatten(hits.cellid)))
+    np.testing.assert_allclose(energies["scale"], energies["truth"], rtol=1e-6)
+    ratio = energies["truth"] / energies["unaged"]
+    np.testing.assert_allclose(ratio, aging.coefficients[cell], rtol=1e-6)
+    assert aging.coefficients[cell].max() > 1.1
+    with pytest.raises(ConstantsError, match="no table 'aging_coefficient'"):
+        as_scale(nominal_constants(base))
