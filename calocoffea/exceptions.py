@@ -84,6 +84,11 @@ class FitError(CalocoffeaError, RuntimeError):
     """A fit that cannot be attempted (too few points, empty input)."""
 
 
+class ModelError(CalocoffeaError, ValueError):
+    """An ONNX model or its model card that is missing, malformed, or does not match its
+    inputs (graph signature, features)."""
+
+
 class CalocoffeaWarning(UserWarning):
     """Base class of every calocoffea warning."""
 
