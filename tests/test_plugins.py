@@ -171,6 +171,15 @@ def test_show_lists_the_typed_options(template: Path, capsys: pytest.CaptureFixt
     assert "threshold_mip: float = 0.5" in capsys.readouterr().out
 
 
+def test_show_documents_inherited_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """calibraton's Options inherit the shared seed 003 options: their docs are shown too."""
+    assert main(["plugins", "show", "calibraton"]) == 0
+    out = capsys.readouterr().out
+    assert "bins_theta: int = 6" in out and "one per cell direction" in out  # its own
+    assert "threshold_mev: float = 0.01491" in out
+    assert "hits at or below this energy [MeV] are dropped" in out  # inherited
+
+
 def test_layer_equalisation_of_a_calibrated_detector_is_one(
     template: Path, muon_files: dict[str, Path], tmp_path: Path
 ) -> None:

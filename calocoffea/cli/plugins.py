@@ -110,8 +110,18 @@ def _default(f: dataclasses.Field[Any]) -> str:
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
-    """The documentation of each field of a dataclass, as Sphinx reads it: ``#:`` comments
-    above the field or a string below it; empty when the source is not available."""
+    """The documentation of each field of a dataclass and of the dataclasses it inherits
+    from (a subclass's own comment wins)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object and dataclasses.is_dataclass(klass):
+            docs.update(_own_attribute_docs(klass))
+    return docs
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
+    """The documentation of each field a class body declares, as Sphinx reads it: ``#:``
+    comments above the field or a string below it; empty when the source is not available."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
         tree = ast.parse(source)
