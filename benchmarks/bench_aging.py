@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import multiprocessing
-import resource
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fresh_process import in_fresh_process
 
 GEOMETRY = "tile_24x24"
 
@@ -38,7 +39,7 @@ def _simulate(args: tuple[int, int, str]) -> str:
     return str(simulate(GEOMETRY, "pi+", Beam(energies_gev=(10.0,)), events, seed, path))
 
 
-def _fit(name: str, damaged: str, reference: str, threads: int, queue: Any) -> None:
+def _fit(name: str, damaged: str, reference: str, threads: int) -> dict[str, Any]:
     from calocoffea.methods import calibration_method
     from calocoffea.runner import fit_files
 
@@ -49,24 +50,11 @@ def _fit(name: str, damaged: str, reference: str, threads: int, queue: Any) -> N
     constants, _ = fit_files(calibration_method(name, GEOMETRY, **options), [damaged])
     seconds = time.perf_counter() - start
     quality = constants.provenance.fit_quality
-    queue.put(
-        {
-            "seconds": seconds,
-            "epochs": quality.get("epochs_run", "-"),
-            "cells": quality["cells"]["trained"],
-            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        }
-    )
-
-
-def _measure(name: str, damaged: str, reference: str, threads: int) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_fit, args=(name, damaged, reference, threads, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return dict(result)
+    return {
+        "seconds": seconds,
+        "epochs": quality.get("epochs_run", "-"),
+        "cells": quality["cells"]["trained"],
+    }
 
 
 def main() -> int:
@@ -89,7 +77,7 @@ def main() -> int:
         damaged = str(apply_aging_files([source], work / "damaged.root", aging))
         prepared = time.perf_counter() - start
         results = {
-            name: _measure(name, damaged, reference, args.threads)
+            name: in_fresh_process(_fit, name, damaged, reference, args.threads)
             for name in ("moment_ratio", "wgan_aging")
         }
     print(f"calocoffea aging benchmark, {datetime.date.today().isoformat()}, {describe()}")

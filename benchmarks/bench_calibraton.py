@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import multiprocessing
-import resource
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fresh_process import in_fresh_process
 
 TARGET_S = 180.0
 TARGET_GB = 8.0
@@ -41,7 +42,7 @@ def _simulate(args: tuple[int, int, str]) -> str:
     return str(simulate("hgcal_ee", "e-", beam, events, seed, path))
 
 
-def _fit(name: str, path: str, workers: int, queue: Any) -> None:
+def _fit(name: str, path: str, workers: int) -> dict[str, Any]:
     from calocoffea.methods import calibration_method
     from calocoffea.runner import RunOptions, fit_files
 
@@ -49,27 +50,12 @@ def _fit(name: str, path: str, workers: int, queue: Any) -> None:
     method = calibration_method(name, "hgcal_ee", threads=workers)
     constants, _ = fit_files(method, [path], run_options=RunOptions("futures", workers, 50_000))
     seconds = time.perf_counter() - start
-    quality = constants.provenance.fit_quality
-    # peak resident memory of this process and of its largest finished worker [KiB]
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    queue.put(
-        {
-            "seconds": seconds,
-            "epochs": quality.get("epochs_run"),
-            "peak_gib": max(own, workers_peak) / 2**20,
-        }
-    )
+    return {"seconds": seconds, "epochs": constants.provenance.fit_quality.get("epochs_run")}
 
 
-def _measure(name: str, path: str, workers: int) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_fit, args=(name, path, workers, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return dict(result)
+def _largest(result: dict[str, Any]) -> dict[str, Any]:
+    """The peak of the fitting process or of its largest worker, whichever is larger."""
+    return {**result, "peak_gib": max(result["peak_gib"], result["worker_peak_gib"])}
 
 
 def main() -> int:
@@ -97,7 +83,8 @@ def main() -> int:
         ).output
         prepared = time.perf_counter() - start
         results = {
-            name: _measure(name, str(biased), args.workers) for name in ("per_layer", "calibraton")
+            name: _largest(in_fresh_process(_fit, name, str(biased), args.workers))
+            for name in ("per_layer", "calibraton")
         }
     base, cal = results["per_layer"], results["calibraton"]
     print(f"calocoffea calibraton benchmark, {datetime.date.today().isoformat()}, {describe()}")

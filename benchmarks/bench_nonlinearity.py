@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import multiprocessing
-import resource
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fresh_process import in_fresh_process
 
 GEOMETRY = "cepc_ahcal"
 ENERGIES_GEV = (80.0, 100.0, 120.0)
@@ -39,7 +40,7 @@ def _simulate(args: tuple[int, int, float, float, float, str]) -> str:
     return str(simulate(GEOMETRY, "e-", beam, events, seed, path))
 
 
-def _fit(data: str, reference: str, start: str, workers: int, queue: Any) -> None:
+def _fit(data: str, reference: str, start: str, workers: int) -> dict[str, Any]:
     from calocoffea.methods import calibration_method
     from calocoffea.runner import RunOptions, fit_files
 
@@ -50,18 +51,12 @@ def _fit(data: str, reference: str, start: str, workers: int, queue: Any) -> Non
     constants, _ = fit_files(method, [data], run_options=RunOptions("futures", workers, 20_000))
     seconds = time.perf_counter() - t0
     quality = constants.provenance.fit_quality
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    queue.put(
-        {
-            "seconds": seconds,
-            "peak_gib": own / 2**20,
-            "worker_peak_gib": children / 2**20,
-            "cells": quality["ok"],
-            "hits": quality["hits_data"] + quality["hits_reference"],
-            "iterations": quality["refine_iterations"],
-        }
-    )
+    return {
+        "seconds": seconds,
+        "cells": quality["ok"],
+        "hits": quality["hits_data"] + quality["hits_reference"],
+        "iterations": quality["refine_iterations"],
+    }
 
 
 def main() -> int:
@@ -85,13 +80,7 @@ def main() -> int:
         mc_raw = digitize_files([mc_sim], work / "mc-raw.root", conditions=mc, seed=1).output
         data_raw = digitize_files([data_sim], work / "d-raw.root", conditions=data, seed=2).output
         start = nominal_constants(mc).save(work / "start.json")
-        queue: Any = multiprocessing.get_context("spawn").Queue()
-        process = multiprocessing.get_context("spawn").Process(
-            target=_fit, args=(str(data_raw), str(mc_raw), str(start), args.workers, queue)
-        )
-        process.start()
-        result = queue.get()
-        process.join()
+        result = in_fresh_process(_fit, str(data_raw), str(mc_raw), str(start), args.workers)
     print(f"{datetime.date.today().isoformat()}, {describe()}")
     print(
         f"inverse_nonlinearity, {len(ENERGIES_GEV)} x {args.events} events per sample, "
