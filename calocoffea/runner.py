@@ -404,14 +404,53 @@ def reconstruct_files(
     files: Sequence[str | Path],
     method: ReconstructionMethod,
     *,
+    output: str | Path | None = None,
+    label: str = "",
     run_options: RunOptions | None = None,
 ) -> RunResult:
-    """One energy per event with ``method``; ``result.columns`` holds ``beam_energy``,
-    ``energy`` and ``clipped_hits`` in (file, entry) order."""
+    """One energy per event with ``method``; ``result.columns`` holds ``file`` (index
+    into ``files``), ``entry``,
+    ``beam_energy``, ``energy`` and ``clipped_hits`` in (file, entry) order, and
+    ``result.histograms`` the ``energy`` and ``response`` histograms (category ``label``,
+    default: the method's class name). With ``output``, both are written to that ROOT file
+    (:func:`write_reconstruction`)."""
     from calocoffea.processors.reconstruct import ReconstructProcessor
 
     _check_method_inputs(method, files)
-    return run(ReconstructProcessor(method), files, run_options or RunOptions())
+    target = _check_output(output, files) if output is not None else None
+    ranks = {str(Path(f).absolute()): k for k, f in enumerate(files)}
+    proc = ReconstructProcessor(method, label or type(method).__name__, ranks)
+    result = run(proc, files, run_options or RunOptions())
+    if target is not None:
+        result.output = write_reconstruction(result, target, files, method)
+    return result
+
+
+def write_reconstruction(
+    result: RunResult, target: Path, files: Sequence[str | Path], method: ReconstructionMethod
+) -> Path:
+    """ROOT file: tree ``reconstruction`` (one row per event: ``file`` (index into the
+    inputs), ``entry``, ``beam_energy``, ``energy``, ``clipped_hits``), the histograms, and
+    ``provenance`` (JSON string: inputs, method, options)."""
+    import json
+
+    import uproot
+
+    columns = {k: np.asarray(v) for k, v in result.columns.items()}
+    provenance = {
+        "inputs": [str(Path(f).absolute()) for f in files],
+        "method": type(method).__name__,
+        "options": repr(method.options),
+        "producer": "calocoffea reconstruct",
+    }
+    with atomic_write(target) as temporary:
+        with uproot.recreate(temporary, compression=uproot.ZSTD(5)) as file:
+            if columns:
+                file["reconstruction"] = columns
+            for name, h in result.histograms.items():
+                file[name] = h
+            file["provenance"] = json.dumps(provenance)
+    return target
 
 
 def _check_method_inputs(
@@ -492,6 +531,8 @@ __all__ = [
     "calibrate_files",
     "digitize_files",
     "histogram_files",
+    "reconstruct_files",
     "run",
     "write_histograms",
+    "write_reconstruction",
 ]

@@ -8,6 +8,8 @@ What to use when:
   the other input of ``gbr``.
 - :func:`cell_images` -- energy per (event, layer, i, j) for one square-grid section: the
   input of the CNN+LSTM of seed 000 (a super-layer is a group of consecutive layers).
+- :func:`density_sums` -- energy per (event, hit-density bin): the input of software
+  compensation, whose weights depend on the local energy density (:data:`DENSITY_EDGES_MIP`).
 
 Every function takes flat hit arrays (one entry per hit, events in order, ``counts`` hits
 per event) so that a processor builds the inputs of a whole chunk with bincounts and no
@@ -46,6 +48,13 @@ SHAPE_NAMES: tuple[str, ...] = (
     "density",
     "first_layer",
 )
+
+
+#: Hit-density bin edges [MIP per cell] of software compensation: the ILD/Pandora bins
+#: (PHYSICS.md); the last bin is open, [100, inf).
+DENSITY_EDGES_MIP: tuple[float, ...] = (
+    0.0, 2.0, 5.0, 7.5, 9.5, 13.0, 16.0, 20.0, 23.5, 28.0, 33.0, 40.0, 50.0, 75.0, 100.0,
+)  # fmt: skip
 
 
 def _event_index(counts: npt.ArrayLike, n_hits: int) -> tuple[IntArray, int]:
@@ -136,4 +145,33 @@ def cell_images(
     return flat.reshape(n, n_layers, nx, ny).astype(np.float32)
 
 
-__all__ = ["SHAPE_NAMES", "cell_images", "layer_sums", "shower_shapes"]
+def density_sums(
+    density: npt.ArrayLike,
+    energy: npt.ArrayLike,
+    counts: npt.ArrayLike,
+    n_bins: int = len(DENSITY_EDGES_MIP),
+) -> FloatArray:
+    """Energy per (event, density bin), shape (events, ``n_bins``): each hit's energy goes to
+    the bin of its density (:data:`DENSITY_EDGES_MIP`, MIP per cell; below 0 -> first bin,
+    the last bin open). ``n_bins`` must be the number of those bins (a model card's check)."""
+    if n_bins != len(DENSITY_EDGES_MIP):
+        raise ModelError(
+            f"density_sums has {len(DENSITY_EDGES_MIP)} bins (DENSITY_EDGES_MIP), the model "
+            f"asks for {n_bins}; retrain the model with this calocoffea"
+        )
+    e = _check_energy(energy)
+    rho = np.asarray(density, dtype=np.float64)
+    event, n = _event_index(counts, e.size)
+    b = np.clip(np.searchsorted(DENSITY_EDGES_MIP, rho, side="right") - 1, 0, n_bins - 1)
+    flat = np.bincount(event * n_bins + b, weights=e, minlength=n * n_bins)
+    return flat.reshape(n, n_bins).astype(np.float64, copy=False)
+
+
+__all__ = [
+    "DENSITY_EDGES_MIP",
+    "SHAPE_NAMES",
+    "cell_images",
+    "density_sums",
+    "layer_sums",
+    "shower_shapes",
+]

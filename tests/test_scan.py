@@ -77,4 +77,4 @@ def test_energies_with_clipping_are_left_out() -> None:
 
 def test_unknown_reconstruction_lists_the_installed_ones(capsys) -> None:
     assert main(["fit", "resolution", "x.root", "--method", "nope", "-o", "y.json"]) == 2
-    assert "installed: sum" in capsys.readouterr().err
+    assert "installed: onnx, sum" in capsys.readouterr().err

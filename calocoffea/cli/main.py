@@ -21,6 +21,7 @@ from calocoffea.cli import (
     histogram,
     info,
     plugins,
+    reconstruct,
     simulate,
     study,
 )
@@ -35,6 +36,7 @@ SUBCOMMANDS = (
     calibrate,
     convert,
     histogram,
+    reconstruct,
     fit,
     study,
     constants,
