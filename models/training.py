@@ -229,6 +229,9 @@ def test_metrics(
     }
 
 
+test_metrics.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
 def standardisation(x: npt.ArrayLike) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-feature (mean, scale) along the last axis for a card; constant features get
     scale 1."""
