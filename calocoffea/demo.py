@@ -17,7 +17,9 @@ parameters with their default spreads, :data:`calocoffea.conditions.PARAMETERS`)
    constants ("after") and the true constants of the hidden conditions -- reconstruct each
    with ``sum`` and fit a/sqrt(E) (+) c and the linearity over the energies where fewer than
    1 % of the events have a clipped hit;
-6. write ``histograms.root`` (of the "after" electrons), the figures, ``results.json`` and
+6. reconstruct the "after" electrons also with the learned models shipped for the geometry
+   (``gbr``, ``cnn_lstm``: ONNX files in ``models/``) and compare them with ``sum``;
+7. write ``histograms.root`` (of the "after" electrons), the figures, ``results.json`` and
    ``report.html``.
 
 :func:`run_demo` does it all and returns the results dict; :func:`summary_lines` and
@@ -56,6 +58,10 @@ VARIANTS = (
     ("after", "after calibration", "fitted from the calibration runs"),
     ("true", "true constants", "the hidden per-cell truth of the pseudo-data"),
 )
+
+#: Learned reconstructions the demo compares with ``sum`` when a model is shipped for the
+#: geometry (``models/<geometry>_<name>.onnx``).
+MODELS = ("gbr", "cnn_lstm")
 
 #: What "agrees with the true-constants chain" means (issue 4): |after - true| below these.
 AGREEMENT = {"a": 0.01, "c": 0.005, "max_linearity_deviation": 0.005}
@@ -219,6 +225,7 @@ def run_demo(
     scans, columns, gev_files = _electron_chain(
         config, constants, samples["electrons"], data, run_options, clock
     )
+    reconstructions = _model_chain(config, gev_files["after"], scans["after"], run_options, clock)
     with clock.step("histograms of the calibrated electrons -> histograms.root"):
         from calocoffea.runner import histogram_files
 
@@ -232,6 +239,8 @@ def run_demo(
         figures = _figures(
             config, scans, columns["after"], histograms, gev_files["after"], mip_arrays, out
         )
+        if len(reconstructions["scans"]) > 1:
+            figures += _model_figures(reconstructions["scans"], out)
     constant_rows = []
     for key, label, meaning in VARIANTS:
         path = constants[key].save(out / "constants" / f"{key}.json")
@@ -256,6 +265,7 @@ def run_demo(
         "checks": _checks(scans, calibration["mip"]),
         "scans": {label: scans[key] for key, label, _ in VARIANTS},
         "calibration": calibration,
+        "reconstructions": reconstructions,
         "figures": figures,
         "inputs": files["rows"] + samples["rows"],
         "constants": constant_rows,
@@ -647,6 +657,56 @@ def _checks(scans: Mapping[str, Any], mip: Mapping[str, Any]) -> list[dict[str, 
     return rows
 
 
+def _model_chain(
+    config: DemoConfig,
+    after: Path,
+    sum_scan: Mapping[str, Any],
+    run_options: RunOptions,
+    clock: _Clock,
+) -> dict[str, Any]:
+    """Scans of the "after" electrons with every shipped model of :data:`MODELS`, beside the
+    sum's; models not shipped for the geometry are listed as such."""
+    from calocoffea.exceptions import ModelError
+    from calocoffea.methods import reconstruction_method
+    from calocoffea.runner import reconstruct_files
+    from calocoffea.scan import scan_summary
+
+    scans: dict[str, Any] = {"sum": dict(sum_scan, label="sum")}
+    missing: dict[str, str] = {}
+    for name in MODELS:
+        try:
+            method = reconstruction_method(name, config.geometry)
+        except ModelError as err:
+            missing[name] = str(err)
+            continue
+        with clock.step(f"electrons after calibration: reconstruct with {name}"):
+            c = reconstruct_files([after], method, run_options=run_options).columns
+            scans[name] = scan_summary(c["beam_energy"], c["energy"], c["clipped_hits"],
+                                       label=name)  # fmt: skip
+            scans[name]["model"] = Path(getattr(method, "model_path", name)).name
+    return {"scans": scans, "not_shipped": missing}
+
+
+def _model_figures(scans: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
+    from calocoffea import plotting
+
+    figures = []
+    for name, title, fig, caption in (
+        ("models_resolution", "Resolution of the reconstructions",
+         plotting.resolution_figure(scans),
+         "σ/E of the electrons after calibration reconstructed with the sum and the shipped "
+         "models; hollow points have ≥ 1 % of events with a clipped hit (not fitted): there "
+         "the models may recover what the sum loses."),
+        ("models_linearity", "Linearity of the reconstructions",
+         plotting.linearity_figure(scans),
+         "Mean reconstructed energy of the sum and the shipped models against the beam energy."),
+    ):  # fmt: skip
+        paths = plotting.save(fig, out / "figures", name)
+        rel = {k: str(Path(v).relative_to(out)) for k, v in paths.items()}
+        figures.append({"name": name, "title": title, "caption": caption, **rel})
+    return figures
+
+
 # ------------------------------------------------------------------------------ figures
 
 
@@ -779,6 +839,7 @@ __all__ = [
     "AGREEMENT",
     "A_RANGE",
     "MIP_RMS_TARGET",
+    "MODELS",
     "VARIANTS",
     "DemoConfig",
     "check_lines",

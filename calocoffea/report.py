@@ -259,6 +259,19 @@ def _scan_table(variant: str, scan: Mapping[str, Any]) -> str:
     return _table(header, rows, f"scan-{_slug(variant)}") if rows else "<p>No energy points.</p>"
 
 
+def _reconstructions(reconstructions: Mapping[str, Any]) -> str:
+    """The sum beside the shipped learned models, on the same calibrated events."""
+    parts = ['<h2 id="reconstructions">Reconstruction models</h2>']
+    for name, scan in (reconstructions.get("scans") or {}).items():
+        model = f" ({scan['model']})" if scan.get("model") else ""
+        parts.append(f"<h3>{escape(str(name) + model)}</h3>")
+        parts.append(_fit_line(scan))
+        parts.append(_scan_table(f"model-{name}", scan))
+    for name, why in (reconstructions.get("not_shipped") or {}).items():
+        parts.append(f"<p>{escape(str(name))}: not shown, {escape(str(why))}</p>")
+    return "".join(parts)
+
+
 def _calibration(methods: Mapping[str, Mapping[str, Any]]) -> str:
     parts = ['<h2 id="calibration">Calibration</h2>']
     for method, values in methods.items():
@@ -339,6 +352,8 @@ def render_report(results: Mapping[str, Any], directory: Path) -> str:
         sections.append(_scans(results["scans"]))
     if results.get("calibration"):
         sections.append(_calibration(results["calibration"]))
+    if results.get("reconstructions"):
+        sections.append(_reconstructions(results["reconstructions"]))
     sections.append(_provenance(results, Path(directory)))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
