@@ -88,7 +88,9 @@ def prepare_shards(
     check_training_files(files)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    shards, sizes, first_id = [], [], 0
+    shards: list[Path] = []
+    sizes: list[int] = []
+    first_id = 0
     event_fields: tuple[str, ...] = ()
     for n_file, path in enumerate(files):
         with uproot.open(path) as file:

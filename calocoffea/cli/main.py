@@ -60,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(arguments)
+    args.argv = arguments  # what was asked for, e.g. for the model card of `train`
     try:
         return int(args.handler(args) or 0)
     except CalocoffeaError as err:

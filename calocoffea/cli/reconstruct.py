@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.output.endswith(".onnx"):
         raise ModelError(f"--output {args.output} must end in .onnx")
     _check_output(args.output, args.files)
-    command = shlex.join(["calocoffea", *sys.argv[1:]]) if sys.argv[1:] else "calocoffea train"
+    command = shlex.join(["calocoffea", *getattr(args, "argv", ["train"])])
     path = cls.train(
         list(args.files),
         args.output,
