@@ -13,8 +13,8 @@ from calocoffea.cli.main import main
 from calocoffea.conditions import nominal
 from calocoffea.constants import nominal_constants
 from calocoffea.exceptions import FitError
-from calocoffea.registry import names
 from calocoffea.methods import reconstruction_method
+from calocoffea.registry import names
 from calocoffea.runner import calibrate_files, digitize_files, reconstruct_files
 from calocoffea.scan import scan_summary
 from calocoffea.simulation.beam import Beam
