@@ -247,8 +247,9 @@ def test_reconstruction_never_imports_torch(
 
 
 def test_plugin_without_a_model_says_how_to_train_one() -> None:
+    """cepc_ahcal has a shipped model; tile_24x24 (one square grid too) has none."""
     with pytest.raises(ModelError, match="calocoffea train --model cnn_lstm"):
-        reconstruction_method("cnn_lstm", GEOMETRY)
+        reconstruction_method("cnn_lstm", "tile_24x24")
 
 
 def test_the_network_pads_layers_that_do_not_fill_a_superlayer() -> None:
