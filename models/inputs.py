@@ -20,7 +20,15 @@ What to use when:
                                                              section [GeV] (``cnn_lstm``)
   ``density_sums``         (bins,)                           energy per hit-density bin [GeV]
                                                              (``software_compensation``)
+  ``section_sums``         (sections,)                       energy per section [GeV]
+  ``voxels_<section>``     (nx, depth, ny)                   the section's voxel grid around
+                                                             the shower, normalised to its
+                                                             maximum (:mod:`.voxels`;
+                                                             ``dual_branch_cnn``)
   ======================== ================================= ===============================
+
+A voxel input's grid is one of the presets of :data:`VOXEL_PRESETS`, recognised by its shape
+(``voxels_ecal`` of shape (16, 30, 16) is the ``default`` grid of ``calice_siw_ecal_ahcal``).
 
 The training code builds its features through the same functions, so what a model sees in
 training and in inference is the same by construction.
@@ -46,6 +54,7 @@ from calocoffea.models.features import (
     layer_sums,
     shower_shapes,
 )
+from calocoffea.models.voxels import DEFAULT, SEED001, VoxelPreset, section_spec, voxel_grids
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -163,6 +172,48 @@ def _density_sums(hits: FlatHits, geometry: Geometry, shape: tuple[int, ...]) ->
     return density_sums(mips, hits.energy, hits.counts, n_bins=shape[0])
 
 
+def _section_sums(hits: FlatHits, geometry: Geometry, shape: tuple[int, ...]) -> FloatArray:
+    event = np.repeat(np.arange(len(hits), dtype=np.int64), hits.counts)
+    n_sections = len(geometry.sections)
+    section = geometry.layer_section[hits.layer]
+    flat = np.bincount(event * n_sections + section, weights=hits.energy,
+                       minlength=len(hits) * n_sections)  # fmt: skip
+    return flat.reshape(len(hits), n_sections).astype(np.float64, copy=False)
+
+
+#: The voxel grids a ``voxels_<section>`` input may have (:mod:`.voxels`), by preset name.
+VOXEL_PRESETS: dict[str, Mapping[str, VoxelPreset]] = {"default": DEFAULT, "seed001": SEED001}
+
+
+def voxel_preset(geometry: Geometry, section: str, shape: tuple[int, ...]) -> str:
+    """The name of the preset whose grid of ``section`` has ``shape`` (nx, depth, ny)."""
+    found = {}
+    for name, preset in VOXEL_PRESETS.items():
+        if section in preset:
+            found[name] = section_spec(geometry, section, preset).shape
+            if found[name] == tuple(shape):
+                return name
+    listed = ", ".join(f"{k} {v}" for k, v in found.items()) or "none"
+    raise ModelError(
+        f"input voxels_{section} has shape {tuple(shape)}, which is no voxel grid of "
+        f"{geometry.name!r} (presets: {listed}); export the model with one of these grids"
+    )
+
+
+def _voxels(section: str) -> Builder:
+    def build(
+        hits: FlatHits, geometry: Geometry, shape: tuple[int, ...]
+    ) -> npt.NDArray[np.float32]:
+        preset = VOXEL_PRESETS[voxel_preset(geometry, section, shape)]
+        spec = section_spec(geometry, section, preset)
+        first, stop = spec.layers
+        inside = (hits.layer >= first) & (hits.layer < stop)
+        part = hits.select(inside)
+        return voxel_grids(part.x_mm, part.y_mm, part.layer, part.energy, part.counts, spec)
+
+    return build
+
+
 #: Feature builder of every input name (see the module docstring).
 BUILDERS: dict[str, Builder] = {
     "layer_sums": _layer_sums,
@@ -170,11 +221,16 @@ BUILDERS: dict[str, Builder] = {
     "layer_sums_and_shapes": _sums_and_shapes,
     "cell_images": _cell_images,
     "density_sums": _density_sums,
+    "section_sums": _section_sums,
+    "voxels_ecal": _voxels("ecal"),
+    "voxels_hcal": _voxels("hcal"),
 }
 
 
-def input_shape(name: str, geometry: Geometry, **options: int) -> tuple[int | None, ...]:
-    """The card shape (batch axis ``None`` first) of input ``name`` for ``geometry``."""
+def input_shape(name: str, geometry: Geometry, **options: Any) -> tuple[int | None, ...]:
+    """The card shape (batch axis ``None`` first) of input ``name`` for ``geometry``;
+    options: ``bins`` of ``density_sums``, ``preset`` (a :data:`VOXEL_PRESETS` name, default
+    ``default``) of the voxel inputs."""
     if name == "layer_sums":
         return (None, geometry.n_layers)
     if name == "shower_shapes":
@@ -185,6 +241,17 @@ def input_shape(name: str, geometry: Geometry, **options: int) -> tuple[int | No
         return (None, *image_shape(geometry))
     if name == "density_sums":
         return (None, int(options["bins"]))
+    if name == "section_sums":
+        return (None, len(geometry.sections))
+    if name.startswith("voxels_") and name in BUILDERS:
+        preset = str(options.get("preset", "default"))
+        if preset not in VOXEL_PRESETS:
+            raise ModelError(
+                f"unknown voxel preset {preset!r}{did_you_mean(preset, VOXEL_PRESETS)}; "
+                f"valid: {', '.join(VOXEL_PRESETS)}"
+            )
+        return (None, *section_spec(geometry, name.removeprefix("voxels_"),
+                                    VOXEL_PRESETS[preset]).shape)  # fmt: skip
     raise ModelError(f"no feature builder for input {name!r}{did_you_mean(name, BUILDERS)}")
 
 
@@ -207,9 +274,11 @@ def build_inputs(
 
 __all__ = [
     "BUILDERS",
+    "VOXEL_PRESETS",
     "FlatHits",
     "build_inputs",
     "image_shape",
     "input_shape",
     "mip_scale_gev",
+    "voxel_preset",
 ]

@@ -278,7 +278,7 @@ def write_model(
 
 
 def model_input(
-    name: str, geometry: Geometry, normalisation: tuple[Any, Any] | None = None, **options: int
+    name: str, geometry: Geometry, normalisation: tuple[Any, Any] | None = None, **options: Any
 ) -> ModelInput:
     """The card entry of input ``name`` (shape from :func:`input_shape`), float32."""
     mean, scale = normalisation if normalisation is not None else (None, None)
