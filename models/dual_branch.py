@@ -100,8 +100,8 @@ DIRECT = "energy_direct"
 #: Scale [GeV] of the section energies in log(1 + E_s / scale).
 SUM_SCALE_GEV = 1.0
 #: Limits of the fitted constants: e/h and the electromagnetic scale k of each section.
-E_OVER_H_LIMITS = (0.5, 3.0)
-EM_SCALE_LIMITS = (0.3, 3.0)
+E_OVER_H_LIMITS = (0.2, 10.0)
+EM_SCALE_LIMITS = (0.2, 5.0)
 OPSET = 17
 #: Largest accepted torch / onnxruntime difference (relative for energies, absolute for
 #: the fractions) on the test split.
