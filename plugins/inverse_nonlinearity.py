@@ -26,7 +26,12 @@ energy. ``fit``:
 4. jointly refines all fitted cells with the energy-sum term (calibrated event sums of the
    corrected data against MC_digi's, per beam energy, by quantiles) and an optional
    energy-prediction hook (``energy_prediction``: a callable or ``"module:function"``,
-   :data:`calocoffea.nonlinearity_fit.PredictionHook`), weights ``weight_*``;
+   :data:`calocoffea.nonlinearity_fit.PredictionHook`), weights ``weight_*``. A network
+   (``energy_prediction=cnn_lstm``, any model shipped for the geometry, or ``MODEL.onnx``)
+   takes two passes: the refinement without the term, then the network's per-event
+   correction E_net / S frozen on the data corrected by it
+   (:class:`calocoffea.models.prediction.FrozenNetworkCorrection`) and the refinement with
+   the term from the same closed-form start (``fit_quality["prediction"]`` reports both);
 5. returns ``nonlinearity_a``, ``nonlinearity_b`` and ``nonlinearity_status`` for every cell;
    lay them over the starting constants with :meth:`Constants.update`.
 
@@ -43,7 +48,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import awkward as ak
 import numpy as np
@@ -59,11 +64,15 @@ from calocoffea.exceptions import (
     GeometryMismatchError,
     InputFileError,
     MethodOptionsError,
+    ModelError,
 )
 from calocoffea.flags import HitFlag
 from calocoffea.io import read_events, read_metadata
 from calocoffea.methods import CalibrationMethod, PriorConstants
 from calocoffea.streaming import ShowerBatch, ShowerLoader
+
+if TYPE_CHECKING:
+    from calocoffea.models.onnxmodel import LoadedModel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -99,7 +108,9 @@ class InverseNonlinearityOptions:
     weight_cell: float = 1.0
     weight_energy_sum: float = 1.0
     weight_prediction: float = 1.0
-    #: energy-prediction loss (a callable or "module:function"); None: no such term
+    #: energy-prediction loss: a callable or "module:function" (a PredictionHook), or a
+    #: network (a model name shipped for the geometry, e.g. cnn_lstm, or a path MODEL.onnx)
+    #: whose correction is frozen on a first fit; None: no such term
     energy_prediction: str | Callable[..., Any] | None = None
     #: run the joint refinement after the closed-form per-cell fit
     refine: bool = True
@@ -320,12 +331,18 @@ class InverseNonlinearity(PriorConstants, CalibrationMethod):
         a = np.where(ok, cells.a, a0)
         b = np.where(ok, cells.b, b0)
         sample = self.event_sample(data, mc, hits_d, hits_m, a0, b0, scale)
-        refined = nl.refine(
-            q, sample, a, b, ok, scale,
-            weights=nl.Weights(o.weight_cell, o.weight_energy_sum, o.weight_prediction),
-            hook=self.hook(), prior=prior, max_iterations=o.max_iterations if o.refine else 0,
-        )  # fmt: skip
-        start = nl.total_loss(a0, b0, q, sample, scale, refined_weights(o), self.hook(), prior)[0]
+        loss_weights, hook = refined_weights(o), self.hook()
+        prediction: dict[str, Any] = {}
+        iterations = o.max_iterations if o.refine else 0
+        network = self.network()
+        if network is not None and o.weight_prediction > 0:
+            # pass 1 without the term; the network's correction is frozen on its result
+            first = nl.refine(q, sample, a, b, ok, scale, weights=loss_weights, prior=prior,
+                              max_iterations=iterations)  # fmt: skip
+            hook, prediction = self.frozen_network(network, data, sample, first, scale)
+        refined = nl.refine(q, sample, a, b, ok, scale, weights=loss_weights, hook=hook,
+                            prior=prior, max_iterations=iterations)  # fmt: skip
+        start = nl.total_loss(a0, b0, q, sample, scale, loss_weights, hook, prior)[0]
         quality = {
             "cells": int(n_cells),
             **{STATUS[k]: int(np.count_nonzero(status == k)) for k in STATUS},
@@ -345,12 +362,59 @@ class InverseNonlinearity(PriorConstants, CalibrationMethod):
             "profile_data_outside_overlap": lost_d,
             "profile_reference_outside_overlap": lost_m,
             "reference": str(o.reference),
+            **({"prediction": prediction} if prediction else {}),
         }
         return self.constants(refined.a, refined.b, cells, status, quality, data, mc)
 
     def hook(self) -> nl.PredictionHook | None:
-        """The energy-prediction loss named by the option (None: no such term)."""
-        return resolve_hook(self.options.energy_prediction)
+        """The energy-prediction loss named by the option (None: no such term, or a network:
+        that becomes a hook on the data inside ``fit``, :meth:`network`)."""
+        value = self.options.energy_prediction
+        if isinstance(value, str | Path) and is_network(str(value)):
+            return None
+        return resolve_hook(value)
+
+    def network(self) -> LoadedModel | None:
+        """The model the option names (a shipped name or ``.onnx``; checked for the geometry),
+        a :class:`~calocoffea.models.onnxmodel.LoadedModel`; None for anything else."""
+        value = self.options.energy_prediction
+        if not isinstance(value, str | Path) or not is_network(str(value)):
+            return None
+        from calocoffea.models.prediction import load_network
+
+        try:
+            return load_network(str(value), self.detector)
+        except (ModelError, GeometryMismatchError) as err:
+            raise MethodOptionsError(
+                f"energy_prediction={str(value)!r}: {err} (or give a hook: a callable or "
+                "'module:function')"
+            ) from err
+
+    def frozen_network(
+        self,
+        network: LoadedModel,
+        data: Sample,
+        sample: nl.EventSample,
+        first: nl.Refined,
+        scale: float,
+    ) -> tuple[nl.PredictionHook, dict[str, Any]]:
+        """The hook of ``network`` frozen on the data corrected by the first pass ``first``,
+        and what ``fit_quality["prediction"]`` reports of it."""
+        from calocoffea.models.prediction import FrozenNetworkCorrection
+
+        energy, _, _ = nl.hit_energy_gev(
+            sample.y, first.a[sample.cell], first.b[sample.cell], sample.hits, scale
+        )
+        hook = FrozenNetworkCorrection.from_sample(network, data, energy, self.detector)
+        used = hook.valid & (data.beam_gev > 0)
+        return hook, {
+            "network": hook.source,
+            "frozen_on": "data corrected by the refinement without the term",
+            "events": int(np.count_nonzero(used)),
+            "factor_mean": float(np.mean(hook.factor[used])) if np.any(used) else None,
+            "loss_first_pass": first.after,
+            "first_pass_iterations": first.iterations,
+        }
 
     def hit_constants(self, sample: Sample) -> nl.HitConstants:
         """Per-hit constants of the chain after the inverse non-linearity (GeV)."""
@@ -445,8 +509,15 @@ def refined_weights(options: InverseNonlinearityOptions) -> nl.Weights:
     return nl.Weights(options.weight_cell, options.weight_energy_sum, options.weight_prediction)
 
 
+def is_network(value: str) -> bool:
+    """Whether an ``energy_prediction`` string names a network: a model file ``.onnx`` or a
+    bare name (no ``:``, no path separator), looked up among the shipped models."""
+    return value.endswith(".onnx") or (bool(value) and not any(c in value for c in ":/\\"))
+
+
 def resolve_hook(value: str | Callable[..., Any] | None) -> nl.PredictionHook | None:
-    """A callable from the option ``energy_prediction``: itself, or ``"module:function"``."""
+    """A callable from the option ``energy_prediction``: itself, or ``"module:function"``
+    (a network name is resolved by :meth:`InverseNonlinearity.network`, not here)."""
     if value is None or value == "":
         return None
     if callable(value):
@@ -454,7 +525,8 @@ def resolve_hook(value: str | Callable[..., Any] | None) -> nl.PredictionHook | 
     module, sep, name = str(value).partition(":")
     if not sep:
         raise MethodOptionsError(
-            f"energy_prediction={value!r} must be a callable or 'module:function'"
+            f"energy_prediction={value!r} must be a callable, 'module:function', a network "
+            "shipped for the geometry (e.g. cnn_lstm) or a model file MODEL.onnx"
         )
     try:
         found = getattr(importlib.import_module(module), name)

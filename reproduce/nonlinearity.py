@@ -17,6 +17,11 @@ MC's own); the scores use :func:`calocoffea.scoring.score_constants` over the ce
 of their own (status 0: at least ``min_hits`` hits in both samples inside the overlap of the
 beam profiles), and the energy-sum resolution sigma/E (half the 16-84 % interquantile range
 over the median of the event sums [GeV]) of corrected data against MC_digi's, per energy.
+The main data run is fitted a second time with the energy-prediction term filled by the
+shipped ``cnn_lstm`` (``energy_prediction=cnn_lstm``, ``weight_prediction`` at its default 1:
+the network's correction E_net / S frozen on a first fit without the term,
+:mod:`calocoffea.models.prediction`); its a and b scores and sigma/E are compared with those
+of the fit without the term (reported, no target).
 Figures (``--figures DIR``): spectra of MC_truth, MC_digi, data and corrected data at 100 GeV,
 layer 7, the central 4 x 4 cells.
 Run: ``python reproduce/nonlinearity.py [--events N] [--no-readme] [--figures DIR]``.
@@ -55,6 +60,8 @@ SPREAD_A, SPREAD_B = 0.01, 0.05
 SPOTS = {"mc": (0.0, 0.0, 10.0), "data": (5.0, -5.0, 15.0), "shifted": (40.0, 0.0, 15.0)}
 SIM_SEEDS = {"mc": 101, "data": 102, "shifted": 103}
 MIN_HITS = 1000
+#: the shipped network of the energy-prediction run (option energy_prediction)
+NETWORK = "cnn_lstm"
 #: targets (issue 7)
 TARGET_RMS = 0.05
 TARGET_RESOLUTION = 0.05
@@ -92,11 +99,11 @@ def calibrated(raw: str, constants: Constants, out: Path, steps: CalibrationStep
     return str(calibrate_files([raw], out, constants, steps=steps, run_options=options).output)
 
 
-def fit(data_raw: str, reference: str, start: Path) -> tuple[Constants, float]:
+def fit(data_raw: str, reference: str, start: Path, **extra: Any) -> tuple[Constants, float]:
     t0 = time.perf_counter()
     method = calibration_method(
         "inverse_nonlinearity", GEOMETRY, reference=reference, constants=str(start),
-        min_hits=MIN_HITS,
+        min_hits=MIN_HITS, **extra,
     )  # fmt: skip
     options = RunOptions(executor="futures", workers=2, chunksize=20_000)
     constants, _ = fit_files(method, [data_raw], run_options=options)
@@ -115,6 +122,13 @@ def score_lines(label: str, fitted: Constants, truth: Conditions) -> tuple[list[
         "a_nominal": score_constants(np.full_like(a, 0.05), a_true, ok & (a_true > 0)),
     }
     q = fitted.provenance.fit_quality
+    prediction = ""
+    if "prediction" in q["loss_refined"]:
+        prediction = (
+            f"; prediction loss nominal {q['loss_nominal']['prediction']:.3g} -> closed form "
+            f"{q['loss_closed_form']['prediction']:.3g} -> refined "
+            f"{q['loss_refined']['prediction']:.3g}"
+        )
     lines = [
         f"**{label}**: {q['ok']} cells fitted (>= {q['min_hits']} hits in both samples inside "
         f"the beam-profile overlap), {q['too_few_hits']} too few hits, {q['failed_fit']} "
@@ -123,11 +137,55 @@ def score_lines(label: str, fitted: Constants, truth: Conditions) -> tuple[list[
         f"sum) nominal {q['loss_nominal']['cell']:.3g}, {q['loss_nominal']['energy_sum']:.3g}"
         f" -> closed form {q['loss_closed_form']['cell']:.3g}, "
         f"{q['loss_closed_form']['energy_sum']:.3g} -> refined {q['loss_refined']['cell']:.3g},"
-        f" {q['loss_refined']['energy_sum']:.3g} ({q['refine_message']})",
+        f" {q['loss_refined']['energy_sum']:.3g} ({q['refine_message']}){prediction}",
         "",
         *(f"- {name}: {score.line()}" for name, score in scores.items()),
     ]
     return lines, scores
+
+
+def prediction_run(
+    raw: str,
+    reference: str,
+    start: Constants,
+    start_path: Path,
+    work: Path,
+    truth: Conditions,
+    res_mc: dict[float, float],
+    without: tuple[dict, dict[float, float], dict[float, float]],
+) -> tuple[list[str], tuple[dict, dict[float, float]]]:
+    """The main data run fitted with the :data:`NETWORK` prediction term: its score lines,
+    sigma/E, and a table beside the fit ``without`` the term (scores, sigma/E, relative
+    difference to MC_digi)."""
+    fitted, seconds = fit(raw, reference, start_path, energy_prediction=NETWORK)
+    label = (f"data (spot +5, -5 mm, 15 mm) with the {NETWORK} prediction term "
+             f"(weight_prediction 1), fit {seconds:.0f} s")  # fmt: skip
+    block, scores = score_lines(label, fitted, truth)
+    block = [line for line in block if not line.startswith(("- a_nominal", "- b_nominal"))]
+    p = fitted.provenance.fit_quality["prediction"]
+    gev = CalibrationSteps(to_gev=True)
+    res = resolution(*event_sums(
+        calibrated(raw, start.update(fitted), work / "data-network.root", gev)))  # fmt: skip
+    relative = {e: abs(res[e] - res_mc[e]) / res_mc[e] for e in ENERGIES_GEV}
+    scores_0, res_0, relative_0 = without
+    energies = " | ".join(f"sigma/E {e:.0f} GeV" for e in ENERGIES_GEV)
+    block += [
+        "",
+        f"{shown(p['network'])}: E_net / S frozen on the data corrected by the fit without "
+        f"the term (mean {p['factor_mean']:.3f} over {p['events']} events), then the "
+        "refinement with it from the same closed-form start.",
+        "",
+        f"| fit | b RMS(fit/true - 1) | a RMS(fit/true - 1) | {energies} "
+        "| worst rel. diff. vs MC_digi |",
+        "|---|---|---|" + "---|" * len(ENERGIES_GEV) + "---|",
+    ]
+    for what, s, r, rel in (("without the term", scores_0, res_0, relative_0),
+                            (f"with the {NETWORK} term", scores, res, relative)):  # fmt: skip
+        block.append(f"| {what} | {100 * s['b'].rms:.2f} % | {100 * s['a'].rms:.2f} % | "
+                     + " | ".join(f"{r[e]:.4f}" for e in ENERGIES_GEV)
+                     + f" | {100 * max(rel.values()):.1f} % |")  # fmt: skip
+    block.append("| MC_digi | | | " + " | ".join(f"{res_mc[e]:.4f}" for e in ENERGIES_GEV) + " | |")
+    return block, (scores, relative)
 
 
 def spectra_figure(work: Path, files: dict[str, str], figures: Path, mc: Conditions) -> Path:
@@ -157,6 +215,11 @@ def spectra_figure(work: Path, files: dict[str, str], figures: Path, mc: Conditi
     target = figures / "nonlinearity_cells_100gev_layer7.png"
     fig.savefig(target, dpi=90)
     return target
+
+
+def shown(network: str) -> str:
+    """``name (path)`` with the path relative to the repository (README stays portable)."""
+    return network.replace(str(Path(__file__).resolve().parents[1]) + "/", "")
 
 
 def main() -> int:
@@ -219,6 +282,12 @@ def main() -> int:
                              f"{100 * relative[e]:.1f} % | {100 * floor:.1f} % |")  # fmt: skip
             results[name] = (scores, relative)
             lines += [*block, ""]
+            if name == "data":
+                with_network, summary = prediction_run(
+                    raw[name], raw["mc"], start, start_path, work, data, res_mc,
+                    (scores, res_after, relative),
+                )  # fmt: skip
+                lines += [*with_network, ""]
             if name == "data" and args.figures is not None:
                 mip = CalibrationSteps()
                 files = {
@@ -240,6 +309,7 @@ def main() -> int:
          max(relative.values()), max(relative.values()) < TARGET_RESOLUTION),
     ]  # fmt: skip
     shifted_scores, shifted_relative = results["shifted"]
+    net_scores, net_relative = summary
     header = [
         f"Command: `python reproduce/nonlinearity.py --events {args.events}`; "
         f"{datetime.date.today().isoformat()}, {machine()}; "
@@ -255,6 +325,10 @@ def main() -> int:
         f"- shifted spot (robustness, reported, no target): b RMS {shifted_scores['b'].rms:.4f}"
         f" over {shifted_scores['b'].cells} cells, worst relative resolution mismatch "
         f"{max(shifted_relative.values()):.4f}",
+        f"- with the {NETWORK} prediction term (reported, no target): b RMS "
+        f"{scores['b'].rms:.4f} -> {net_scores['b'].rms:.4f}, a RMS {scores['a'].rms:.4f} -> "
+        f"{net_scores['a'].rms:.4f}, worst relative resolution mismatch "
+        f"{max(relative.values()):.4f} -> {max(net_relative.values()):.4f}",
     ]
     text = "\n".join(header + lines + footer)
     print(text)
