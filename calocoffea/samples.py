@@ -5,10 +5,13 @@ What to use when:
 - :func:`calibrated_sample` -- a ``gev``-stage file of the parametrised simulation, digitised
   with the given detector conditions (default: the nominal ones of the geometry) and
   calibrated with the constants of those conditions: "realistic digitisation, calibrated with
-  the nominal chain". Switch the digitiser's ADC clipping off with ``clipping=False`` and the
-  SiPM saturation off with ``saturation=False`` (pixel counts raised so far that the
-  response is linear, in both the conditions and the constants) to attribute what a
-  reconstruction gains to those effects. Intermediate files are removed.
+  the nominal chain". ``constants_of=`` calibrates with the constants of other conditions
+  (pseudo-data digitised with effects the MC does not know, calibrated with the MC's
+  constants, e.g. ``constants_of=nominal(geometry)``). Switch the digitiser's ADC clipping
+  off with ``clipping=False`` and the SiPM saturation off with ``saturation=False`` (pixel
+  counts raised so far that the response is linear, in both the conditions and the
+  constants) to attribute what a reconstruction gains to those effects. Intermediate files
+  are removed.
 """
 
 from __future__ import annotations
@@ -40,17 +43,26 @@ def calibrated_sample(
     output: str | Path,
     *,
     conditions: Conditions | None = None,
+    constants_of: Conditions | None = None,
     clipping: bool = True,
     saturation: bool = True,
     run_options: RunOptions | None = None,
 ) -> Path:
-    """Write ``output``: ``events`` (per beam point) calibrated showers; returns its path."""
+    """Write ``output``: ``events`` (per beam point) calibrated showers; returns its path.
+
+    Digitised with ``conditions`` (default: the nominal ones), calibrated with the nominal
+    constants of ``constants_of`` (default: ``conditions``); ``saturation=False`` raises the
+    pixel counts of both."""
     target = Path(output)
     conditions = conditions or nominal(geometry)
+    calibration = constants_of or conditions
     if not saturation:
         pixels = np.full(conditions.n_cells, UNSATURATED_PIXELS)
         conditions = conditions.with_values(label=f"{conditions.label}, unsaturated",
                                             n_pixels=pixels)  # fmt: skip
+        calibration = (conditions if constants_of is None else
+                       constants_of.with_values(label=f"{constants_of.label}, unsaturated",
+                                                n_pixels=pixels))  # fmt: skip
     sim = target.with_name(target.name + ".sim.root")
     raw = target.with_name(target.name + ".raw.root")
     try:
@@ -58,7 +70,7 @@ def calibrated_sample(
         options = dataclasses.replace(DigitizationOptions(), clipping=clipping)
         digitize_files([sim], raw, conditions=conditions, seed=seed + 1, options=options,
                        run_options=run_options)  # fmt: skip
-        calibrate_files([raw], target, nominal_constants(conditions),
+        calibrate_files([raw], target, nominal_constants(calibration),
                         steps=CalibrationSteps(to_gev=True), run_options=run_options)  # fmt: skip
     finally:
         sim.unlink(missing_ok=True)

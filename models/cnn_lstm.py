@@ -9,6 +9,8 @@ What to use when:
 - :class:`CnnLstmOptions` -- the training options (``--option key=value``), every default
   with its meaning and unit.
 - :func:`build_network` -- the torch module alone (for studies; the plugin never needs it).
+- option ``target=FILES`` -- domain-adversarial training (DANN) towards unlabelled files of
+  another domain, e.g. data (below); :func:`gradient_reversal` is its reversal layer.
 
 The network (input ``cell_images`` [GeV], shape (N, layers, nx, ny); output ``energy`` [GeV],
 shape (N,)):
@@ -53,6 +55,41 @@ state), and with ``keep_checkpoints`` one ``step-NNNNNNN.pt`` per validation. ``
 continues from ``<checkpoint_dir>/last.pt`` exactly where it stopped: with the same options
 and threads the result is the one of an uninterrupted run.
 
+Domain-adversarial training (DANN, Ganin & Lempitsky 2015, https://arxiv.org/abs/1409.7495),
+seed 000's answer to the gap between simulation and data: option ``target`` names unlabelled
+calibrated files of the target domain (data, or pseudo-data with effects the MC does not
+model), read like the training files but without their beam energies (the loader reads
+only ``event_id``: the target's labels never reach the training). The target is split like
+the source (70/15/15, :func:`make_target_splits`) and streamed by its own shuffling loader
+(seed :func:`target_seed`, full batches only). Every step pairs a source batch with a target
+batch of the same size (the first events of the next target batch when the source batch is
+the short last one of an epoch; a new target epoch starts when one is used up), runs both
+through the CNN and the LSTM in one pass, and minimises
+
+    regression loss (source) + BCE(domain classifier(GRL(h)), source 0 / target 1)
+
+where h is the final LSTM state, the features the head reads (the global features S and
+hits carry no parameters and are not given to the classifier), and GRL the gradient-reversal
+layer (:func:`gradient_reversal`: identity forward, -lambda x gradient backward): the
+classifier (:func:`build_domain_classifier`, two ReLU layers of ``domain_hidden``) learns
+to tell the domains apart while the CNN and the LSTM learn features it cannot, and that
+still give the energy. lambda follows Ganin's ramp lambda_p = ``domain_weight`` x
+(2 / (1 + exp(-``domain_gamma`` p)) - 1) over the progress p = step / planned steps, or is
+constant (option ``domain_schedule``). One AdamW and one learning-rate schedule drive both.
+Each validation also records the domain loss (mean BCE, both domains weighted alike) and
+the balanced domain accuracy (0.5: the features do not tell the domains apart) of the
+source validation split against the target's, in the curves (``domain_validation_*``,
+per step ``domain_loss_steps`` and ``domain_lambda_steps``). The best state is still the
+one of the lowest regression loss on the SOURCE validation split: the target has no labels,
+and a low domain accuracy alone says nothing about the energy. ``last.pt`` also holds the
+classifier, its best state and the position in the target stream (resume continues the
+same target sequence); ``best.pt`` and the ONNX file hold the regression network alone (the
+classifier is a separate module, never exported: same inputs, outputs and weights as a
+plain model). The card lists the target files in its training sample, marked "(unlabelled
+target)", and ``metrics["domain"]`` gives the target sample and split, the DANN options and
+the domain scores (test splits with the best state; validation at the best and last step).
+Without ``target`` the training is exactly the plain one above (bit-identical model).
+
 Export: the best state, on the CPU, with torch's TorchScript-based exporter (``dynamo=False``:
 the dynamo exporter needs onnxscript, not a dependency here), opset 17, a dynamic batch axis,
 one self-contained file. The card's metrics: :func:`~.training.test_metrics` of the ONNX
@@ -68,9 +105,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -82,12 +121,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from calocoffea.exceptions import MethodOptionsError, ModelError
+from calocoffea.exceptions import (
+    GeometryMismatchError,
+    InputFileError,
+    MethodOptionsError,
+    ModelError,
+    StageMismatchError,
+)
 from calocoffea.geometry import Geometry
+from calocoffea.io import read_metadata
 from calocoffea.methods import make_options, require_torch
-from calocoffea.models.inputs import image_shape, mip_scale_gev
+from calocoffea.models.inputs import build_inputs, image_shape, mip_scale_gev
 from calocoffea.models.onnxmodel import current_versions
 from calocoffea.models.training import (
+    batch_hits,
     check_training_files,
     iter_inputs,
     model_input,
@@ -97,7 +144,7 @@ from calocoffea.models.training import (
     test_metrics,
     write_model,
 )
-from calocoffea.streaming import ShowerLoader
+from calocoffea.streaming import ShowerBatch, ShowerLoader
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -108,6 +155,7 @@ INPUT = "cell_images"
 #: The graph output.
 OUTPUT = "energy"
 LOSSES = ("relative", "stochastic")
+DOMAIN_SCHEDULES = ("ganin", "constant")
 #: Scale [GeV] of a super-layer's energy in its feature log(1 + E_SL / scale).
 SUPERLAYER_SCALE_GEV = 1.0
 #: Reference [GeV] of the global feature log(S / reference) of the cell sum S.
@@ -122,6 +170,12 @@ OPSET = 17
 PARITY_TOLERANCE = 1e-5
 #: Events per batch when evaluating (validation, test, parity): no gradients, larger is faster.
 EVAL_BATCH = 1024
+#: Stream key of the target loader's shuffling seed (:func:`target_seed`).
+TARGET_STREAM = 0xDA22
+#: Curves of domain-adversarial training (per step, then per validation).
+DOMAIN_CURVES = ("domain_loss_steps", "domain_lambda_steps", "domain_validation_loss",
+                 "domain_validation_accuracy", "domain_validation_accuracy_source",
+                 "domain_validation_accuracy_target")  # fmt: skip
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
 LAST = "last.pt"
@@ -179,19 +233,43 @@ class CnnLstmOptions:
     max_minutes: float = 0.0
     #: torch threads while training (0: torch's default)
     threads: int = 0
+    #: unlabelled target-domain files (calibrated, stage 'gev', the training files' geometry;
+    #: e.g. data) for domain-adversarial training, separated by commas (or os.pathsep); their
+    #: beam energies are never read. Empty: plain training on the training files alone
+    target: str = ""
+    #: largest strength lambda of the gradient reversal (dimensionless): the features get
+    #: -lambda x the gradient of the domain loss (a BCE, ~0.69 at confusion) besides that of
+    #: the regression loss (~4e-3 here). 0.1: enough to drive the domain accuracy to 0.5 on
+    #: cepc_ahcal pseudo-data, while 1 (Ganin's) cost the regression much of its resolution
+    domain_weight: float = 0.1
+    #: "ganin": lambda_p = domain_weight x (2 / (1 + exp(-domain_gamma p)) - 1) over the
+    #: training progress p = step / planned steps in [0, 1] (Ganin & Lempitsky 2015);
+    #: "constant": lambda = domain_weight from the first step
+    domain_schedule: str = "ganin"
+    #: gamma of the "ganin" ramp (dimensionless; 10: lambda reaches 76 % of its maximum at
+    #: p = 0.2 and 98.7 % at p = 0.5)
+    domain_gamma: float = 10.0
+    #: units of each of the two hidden layers of the domain classifier
+    domain_hidden: int = 32
 
     def __post_init__(self) -> None:
+        if self.domain_schedule not in DOMAIN_SCHEDULES:
+            raise MethodOptionsError(
+                f"unknown domain_schedule {self.domain_schedule!r}; valid: "
+                f"{', '.join(DOMAIN_SCHEDULES)}"
+            )
         if self.loss not in LOSSES:
             raise MethodOptionsError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         at_least_one = ("steps", "epochs", "batch_size", "layers_per_superlayer", "channels",
-                        "hidden")  # fmt: skip
+                        "hidden", "domain_hidden")  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise MethodOptionsError(
                     f"option {name!r} of cnn_lstm must be at least 1, got {getattr(self, name)}"
                 )
         non_negative = ("patience", "validate_every", "validation_events", "threads",
-                        "weight_decay", "tolerance", "cell_scale_gev", "max_minutes")  # fmt: skip
+                        "weight_decay", "tolerance", "cell_scale_gev", "max_minutes",
+                        "domain_weight")  # fmt: skip
         for name in non_negative:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -205,18 +283,35 @@ class CnnLstmOptions:
                 f"buffer_events ({self.buffer_events}) must hold at least one batch "
                 f"(batch_size={self.batch_size})"
             )
+        if not (math.isfinite(self.domain_gamma) and self.domain_gamma > 0):
+            raise MethodOptionsError(
+                f"option 'domain_gamma' of cnn_lstm must be positive, got {self.domain_gamma} "
+                "(10 is Ganin's; for a constant strength use domain_schedule=constant)"
+            )
+        if self.target and not self.target_files:
+            raise MethodOptionsError(
+                f"option 'target' of cnn_lstm names no file ({self.target!r}); give the "
+                "unlabelled target files separated by commas, or leave target empty"
+            )
         if self.resume and not self.checkpoint_dir:
             raise MethodOptionsError(
                 "resume=true needs checkpoint_dir=FOLDER, the folder of the run to continue "
                 "(its last.pt)"
             )
 
+    @property
+    def target_files(self) -> tuple[str, ...]:
+        """The paths of option ``target`` (split at commas and os.pathsep, blanks dropped)."""
+        parts = re.split(f"[,{re.escape(os.pathsep)}]", self.target)
+        return tuple(p.strip() for p in parts if p.strip())
+
 
 #: Options that fix the network or the sequence of steps: a checkpoint is resumed only with
 #: the same values.
 _TRAJECTORY = ("steps", "epochs", "batch_size", "learning_rate", "cosine", "weight_decay",
                "tolerance", "validate_every", "validation_events", "layers_per_superlayer",
-               "channels", "hidden", "loss", "cell_scale_gev", "buffer_events")  # fmt: skip
+               "channels", "hidden", "loss", "cell_scale_gev", "buffer_events",
+               "domain_weight", "domain_schedule", "domain_gamma", "domain_hidden")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -284,6 +379,12 @@ def _network_class(torch: Any) -> type:
                 self.head[2].bias.fill_(float(log_offset))
 
         def forward(self, cell_images: Any) -> Any:
+            return self.regress(*self.encode(cell_images))
+
+        def encode(self, cell_images: Any) -> tuple[Any, Any, Any]:
+            """(final LSTM state (N, hidden): the learnt features that the head and, in
+            domain-adversarial training, the domain classifier read; the cell sum S (N,);
+            the two global features (N, 2))."""
             x = cell_images
             if self.padding:
                 x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.padding))
@@ -301,10 +402,57 @@ def _network_class(torch: Any) -> type:
                 [torch.log((total + SUM_FLOOR_GEV) / SUM_REFERENCE_GEV),
                  torch.log1p(hits) / HITS_SCALE], 1,
             )  # fmt: skip
-            g = self.head(torch.cat([state[-1], globals_], 1))[:, 0]
+            return state[-1], total, globals_
+
+        def regress(self, features: Any, total: Any, globals_: Any) -> Any:
+            """The head: energy [GeV] (N,) from what :meth:`encode` gives."""
+            g = self.head(torch.cat([features, globals_], 1))[:, 0]
             return total * torch.exp(g)
 
     return CnnLstmNetwork
+
+
+def build_domain_classifier(hidden: int, domain_hidden: int) -> Any:
+    """The domain classifier of domain-adversarial training: the ``hidden`` features of
+    :meth:`encode` -> two ReLU layers of ``domain_hidden`` units -> one logit (target: 1,
+    source: 0). Apply :func:`gradient_reversal` to its input; it is never exported."""
+    torch = require_torch("cnn_lstm")
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(hidden, domain_hidden), nn.ReLU(),
+                         nn.Linear(domain_hidden, domain_hidden), nn.ReLU(),
+                         nn.Linear(domain_hidden, 1))  # fmt: skip
+
+
+def gradient_reversal(features: Any, strength: float) -> Any:
+    """The gradient-reversal layer of Ganin & Lempitsky (2015): ``features`` unchanged
+    forward, the gradient times ``-strength`` backward."""
+    torch = require_torch("cnn_lstm")
+    return _reversal_class(torch).apply(features, float(strength))
+
+
+@functools.cache
+def _reversal_class(torch: Any) -> Any:
+    function: Any = torch.autograd.Function
+
+    class GradientReversal(function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, strength: float) -> Any:
+            ctx.strength = strength
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
+            return -ctx.strength * grad, None
+
+    return GradientReversal
+
+
+def domain_strength(o: CnnLstmOptions, progress: float) -> float:
+    """lambda at training progress ``progress`` in [0, 1] (option ``domain_schedule``)."""
+    if o.domain_schedule == "constant":
+        return o.domain_weight
+    p = min(max(progress, 0.0), 1.0)
+    return o.domain_weight * (2.0 / (1.0 + math.exp(-o.domain_gamma * p)) - 1.0)
 
 
 def parameter_count(network: Any) -> int:
@@ -338,6 +486,29 @@ def make_splits(loader: ShowerLoader, seed: int, o: CnnLstmOptions) -> Splits:
         validation = validation.subset(np.arange(validation.n_showers) < o.validation_events)
     evaluation = {"batch_showers": EVAL_BATCH, "buffer_showers": max(EVAL_BATCH, o.batch_size)}
     return Splits(train, validation.with_options(**evaluation), test.with_options(**evaluation))
+
+
+def target_seed(seed: int) -> int:
+    """The shuffling seed of the target's training loader (another stream than the
+    source's)."""
+    return int(np.random.SeedSequence([int(seed), TARGET_STREAM]).generate_state(1)[0])
+
+
+def make_target_splits(loader: ShowerLoader, seed: int, o: CnnLstmOptions) -> Splits:
+    """The target files split like the training files (:func:`make_splits`), their beam
+    energies dropped (only ``event_id`` is read: unlabelled); the training part shuffles with
+    :func:`target_seed` and yields full batches only (each step pairs a source batch with a
+    target batch of the same size)."""
+    unlabelled = loader.with_options(event_fields=("event_id",))
+    splits = make_splits(unlabelled, seed, o)
+    train = splits.train.with_options(seed=target_seed(seed), drop_last=True)
+    if len(train) == 0:
+        raise ModelError(
+            f"the target files give {train.n_showers} training events (70 % of "
+            f"{loader.n_showers}), fewer than one batch (batch_size={o.batch_size}); give "
+            "more target events or a smaller batch_size"
+        )
+    return Splits(train, splits.validation, splits.test)
 
 
 @dataclass(frozen=True)
@@ -402,6 +573,13 @@ def torch_settings(torch: Any, seed: int, threads: int, device: Any) -> Iterator
         torch.use_deterministic_algorithms(previous[1])
 
 
+def _state_of(module: Any) -> dict[str, Any]:
+    """A CPU copy of the state dict of ``module`` ({} for None)."""
+    if module is None:
+        return {}
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
 def _tensor(torch: Any, array: npt.ArrayLike, device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
 
@@ -410,7 +588,9 @@ def _tensor(torch: Any, array: npt.ArrayLike, device: Any) -> Any:
 
 
 class Trainer:
-    """One training run: network, optimizer, schedule, data position, curves, checkpoints."""
+    """One training run: network, optimizer, schedule, data position, curves, checkpoints;
+    with ``target`` (the target files' splits) also the domain classifier and the position
+    in the target stream (domain-adversarial training, module docstring)."""
 
     def __init__(
         self,
@@ -422,8 +602,10 @@ class Trainer:
         seed: int,
         checkpoints: Path,
         log_offset: float,
+        target: Splits | None = None,
     ) -> None:
         self.torch, self.splits, self.geometry, self.o, self.seed = torch, splits, geometry, o, seed
+        self.target = target
         self.checkpoints = checkpoints
         self.device = device_of(torch)
         #: where the training ran ("cpu" or "cuda"), for the card
@@ -431,9 +613,15 @@ class Trainer:
         self.architecture = Architecture.of(geometry, o)
         self.shapes = {INPUT: (None, *image_shape(geometry))}
         self.network = build_network(self.architecture, log_offset).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay
-        )
+        parameters = list(self.network.parameters())
+        #: the domain classifier (None in plain training); built after the network, so that
+        #: the network starts from the same weights with and without a target
+        self.domain: Any = None
+        if target is not None:
+            self.domain = build_domain_classifier(o.hidden, o.domain_hidden).to(self.device)
+            parameters += list(self.domain.parameters())
+        self.optimizer = torch.optim.AdamW(parameters, lr=o.learning_rate,
+                                           weight_decay=o.weight_decay)  # fmt: skip
         self.batches_per_epoch = len(splits.train)
         self.planned_steps = min(o.steps, o.epochs * self.batches_per_epoch)
         self.scheduler = (
@@ -442,8 +630,12 @@ class Trainer:
             else torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
         )
         self.step, self.epoch, self.batch_in_epoch, self.stale = 0, 0, 0, 0
+        #: position in the target stream: its epoch and the batches of it already used
+        self.target_epoch, self.target_batch = 0, 0
+        self._target_batches: Iterator[ShowerBatch] | None = None
         self.best_loss, self.best_step = math.inf, 0
-        self.best_state = self._state_copy()
+        self.best_state = _state_of(self.network)
+        self.best_domain_state = _state_of(self.domain)
         self.curves: dict[str, Any] = {
             "loss": o.loss,
             "train_loss_steps": [],
@@ -451,24 +643,24 @@ class Trainer:
             "validation_steps": [],
             "validation_loss": [],
         }
+        if target is not None:
+            self.curves |= {name: [] for name in DOMAIN_CURVES}
         self.seconds = 0.0
         self.stopped = ""
 
     # ---- state ----------------------------------------------------------------------
-    def _state_copy(self) -> dict[str, Any]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
-
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the checkpoint."""
         values = {name: getattr(self.o, name) for name in _TRAJECTORY}
         values.update({"seed": self.seed, "train_events": self.splits.train.n_showers})
+        values["target_events"] = self.target.train.n_showers if self.target else 0
         return values
 
     def checkpoint(self) -> dict[str, Any]:
-        return {
+        state = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint(),
-            "model": self._state_copy(),
+            "model": _state_of(self.network),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "position": {"step": self.step, "epoch": self.epoch, "batch": self.batch_in_epoch},
@@ -481,6 +673,13 @@ class Trainer:
             "curves": self.curves,
             "seconds": self.seconds,
         }
+        if self.domain is not None:
+            state["domain"] = {
+                "model": _state_of(self.domain),
+                "position": {"epoch": self.target_epoch, "batch": self.target_batch},
+            }
+            state["best"]["domain"] = self.best_domain_state
+        return state
 
     def save(self) -> None:
         """``last.pt`` and ``best.pt`` (and ``step-NNNNNNN.pt`` with keep_checkpoints),
@@ -510,6 +709,9 @@ class Trainer:
             )
         mine = self.fingerprint()
         differ = {k: (v, mine.get(k)) for k, v in state["fingerprint"].items() if mine.get(k) != v}
+        if ("domain" in state) != (self.domain is not None):
+            differ["target"] = ("given" if "domain" in state else "none",
+                                "given" if self.domain is not None else "none")  # fmt: skip
         if differ:
             listed = ", ".join(
                 f"{k}: {old!r} then, {new!r} now" for k, (old, new) in differ.items()
@@ -527,8 +729,20 @@ class Trainer:
         )  # fmt: skip
         self.best_loss, self.best_step, self.stale = best["loss"], best["step"], best["stale"]
         self.best_state = best["model"]
+        if self.domain is not None:
+            self.domain.load_state_dict(state["domain"]["model"])
+            self.best_domain_state = best["domain"]
+            target = state["domain"]["position"]
+            self.target_epoch, self.target_batch = target["epoch"], target["batch"]
+            self._target_batches = None
         self.curves = state["curves"]
         self.seconds = float(state["seconds"])
+
+    def load_best(self) -> None:
+        """Put the best state (network, and domain classifier) into the modules."""
+        self.network.load_state_dict(self.best_state)
+        if self.domain is not None:
+            self.domain.load_state_dict(self.best_domain_state)
 
     # ---- steps ----------------------------------------------------------------------
     def train_step(self, images: npt.NDArray[Any], beam: npt.NDArray[Any]) -> float:
@@ -541,6 +755,50 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return float(loss.detach())
+
+    def domain_step(
+        self, images: npt.NDArray[Any], beam: npt.NDArray[Any], target: npt.NDArray[Any]
+    ) -> tuple[float, float, float]:
+        """One domain-adversarial step on a source batch (``images``, ``beam``) and a
+        target batch of the same size: regression loss (source) + domain BCE (source 0,
+        target 1) through the gradient reversal; (regression loss, domain loss, lambda)."""
+        torch = self.torch
+        self.network.train()
+        self.domain.train()
+        n = len(images)
+        both = _tensor(torch, np.concatenate([images, target]), self.device)
+        features, total, globals_ = self.network.encode(both)
+        energy = self.network.regress(features[:n], total[:n], globals_[:n])
+        regression = loss_of(torch, energy, _tensor(torch, beam, self.device), self.o.loss).mean()
+        strength = domain_strength(self.o, self.step / self.planned_steps)
+        logits = self.domain(gradient_reversal(features, strength))[:, 0]
+        labels = torch.cat([torch.zeros(n, device=self.device),
+                            torch.ones(len(target), device=self.device)])  # fmt: skip
+        domain = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        (regression + domain).backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(regression.detach()), float(domain.detach()), strength
+
+    def next_target(self, n: int) -> npt.NDArray[Any]:
+        """The cell images of the next ``n`` events of the target stream (the first ``n``
+        of its next full batch; a new shuffled epoch when one is used up)."""
+        assert self.target is not None
+        while True:
+            if self._target_batches is None:
+                self._target_batches = self.target.train.epoch(self.target_epoch)
+                for _ in range(self.target_batch):  # resumed: used before the checkpoint
+                    next(self._target_batches, None)
+            batch = next(self._target_batches, None)
+            if batch is not None:
+                self.target_batch += 1
+                break
+            self.target_epoch, self.target_batch, self._target_batches = (
+                self.target_epoch + 1, 0, None,
+            )  # fmt: skip
+        inputs = build_inputs(self.shapes, batch_hits(batch.slice(0, n)), self.geometry)
+        return inputs[INPUT]
 
     def predict(self, loader: ShowerLoader) -> Iterator[tuple[npt.NDArray[Any], FloatArray, Any]]:
         """(images, beam energies, torch predictions on the device) per batch, shard order."""
@@ -562,14 +820,63 @@ class Trainer:
             n += beam.size
         return total / max(n, 1)
 
+    def _domain_pass(self, loader: ShowerLoader, label: float) -> dict[str, float]:
+        """Over ``loader`` (no gradients): the summed domain BCE against ``label``, the
+        correctly classified events, the events, and the summed regression loss when the
+        loader has beam energies (the source)."""
+        torch = self.torch
+        self.network.eval()
+        self.domain.eval()
+        sums = {"bce": 0.0, "correct": 0.0, "events": 0.0, "regression": 0.0}
+        with torch.no_grad():
+            for inputs, events in iter_inputs(loader, self.shapes, self.geometry, shuffle=False):
+                features, total, globals_ = self.network.encode(
+                    _tensor(torch, inputs[INPUT], self.device)
+                )
+                logits = self.domain(features)[:, 0]
+                sums["bce"] += float(torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, torch.full_like(logits, label), reduction="sum"))  # fmt: skip
+                sums["correct"] += float(((logits > 0) == bool(label)).sum())
+                sums["events"] += logits.numel()
+                if "beam_energy" in events:
+                    energy = self.network.regress(features, total, globals_)
+                    beam = _tensor(torch, events["beam_energy"], self.device)
+                    sums["regression"] += float(loss_of(torch, energy, beam, self.o.loss).sum())
+        return sums
+
+    def domain_scores(
+        self, source: ShowerLoader, target: ShowerLoader
+    ) -> tuple[float, dict[str, float]]:
+        """(mean regression loss on ``source``, domain scores): the domain loss (mean BCE,
+        the two domains weighted alike) and accuracy (balanced: the mean of the fractions of
+        source events classified source and of target events classified target; 0.5 is a
+        classifier that cannot tell them apart)."""
+        s, t = self._domain_pass(source, 0.0), self._domain_pass(target, 1.0)
+        n_s, n_t = max(s["events"], 1.0), max(t["events"], 1.0)
+        accuracy_source, accuracy_target = s["correct"] / n_s, t["correct"] / n_t
+        return s["regression"] / n_s, {
+            "loss": 0.5 * (s["bce"] / n_s + t["bce"] / n_t),
+            "accuracy": 0.5 * (accuracy_source + accuracy_target),
+            "accuracy_source": accuracy_source,
+            "accuracy_target": accuracy_target,
+        }
+
     def validate(self) -> bool:
-        """Validate, keep the best state, checkpoint; True when patience ran out."""
-        loss = self.validation_loss()
+        """Validate, keep the best state, checkpoint; True when patience ran out. The best
+        state is the one of the lowest regression loss on the source validation split (the
+        target has no labels), with and without a target."""
+        if self.target is None:
+            loss = self.validation_loss()
+        else:
+            loss, scores = self.domain_scores(self.splits.validation, self.target.validation)
+            for key, value in scores.items():
+                self.curves[f"domain_validation_{key}"].append(value)
         self.curves["validation_steps"].append(self.step)
         self.curves["validation_loss"].append(loss)
         if loss < self.best_loss * (1.0 - self.o.tolerance):
             self.best_loss, self.best_step, self.stale = loss, self.step, 0
-            self.best_state = self._state_copy()
+            self.best_state = _state_of(self.network)
+            self.best_domain_state = _state_of(self.domain)
         else:
             self.stale += 1
         self.save()
@@ -591,16 +898,24 @@ class Trainer:
             for k, (inputs, events) in enumerate(batches):
                 if k < self.batch_in_epoch:
                     continue  # resumed: these were trained on before the checkpoint
-                loss = self.train_step(inputs[INPUT], events["beam_energy"])
+                images, beam = inputs[INPUT], events["beam_energy"]
+                if self.target is None:
+                    loss = domain_loss = self.train_step(images, beam)
+                else:
+                    loss, domain_loss, strength = self.domain_step(
+                        images, beam, self.next_target(len(images))
+                    )
+                    self.curves["domain_loss_steps"].append(domain_loss)
+                    self.curves["domain_lambda_steps"].append(strength)
                 self.curves["train_loss_steps"].append(loss)
                 self.curves["learning_rate_steps"].append(float(self.scheduler.get_last_lr()[0]))
                 self.step, self.batch_in_epoch = self.step + 1, k + 1
                 self.seconds = before + time.perf_counter() - start
-                if not math.isfinite(loss):
+                if not (math.isfinite(loss) and math.isfinite(domain_loss)):
                     raise ModelError(
-                        f"cnn_lstm: the training loss became {loss} at step {self.step}; lower "
-                        f"learning_rate (now {o.learning_rate}) or check the inputs for "
-                        "events without energy"
+                        f"cnn_lstm: the training loss became {loss} (domain loss {domain_loss}) "
+                        f"at step {self.step}; lower learning_rate (now {o.learning_rate}) or "
+                        "check the inputs for events without energy"
                     )
                 if o.validate_every and self.step % o.validate_every == 0 and self.validate():
                     self.stopped = "patience"
@@ -706,6 +1021,7 @@ def train(
     o: CnnLstmOptions = make_options(CnnLstmOptions, dict(options))
     geometry = check_training_files(files)
     image_shape(geometry)  # a geometry without one square-grid section fails before any work
+    targets = check_target_files(o.target_files, geometry)
     started = time.perf_counter()
     with scratch_directory(NAME) as scratch:
         loader = prepare_shards(
@@ -713,16 +1029,26 @@ def train(
             buffer_showers=o.buffer_events, seed=seed,
         )  # fmt: skip
         splits = make_splits(loader, seed, o)
+        target = None
+        if targets:
+            target_loader = prepare_shards(
+                targets, Path(scratch) / "target-shards", batch_showers=o.batch_size,
+                buffer_showers=o.buffer_events, seed=seed,
+            )  # fmt: skip
+            target = make_target_splits(target_loader, seed, o)
         baseline = sum_baseline(splits.train)
         checkpoints = Path(o.checkpoint_dir) if o.checkpoint_dir else Path(scratch) / "checkpoints"
         device = device_of(torch)
         with torch_settings(torch, seed, o.threads, device):
             trainer = Trainer(torch, splits, geometry, o, seed=seed, checkpoints=checkpoints,
-                              log_offset=baseline.log_offset)  # fmt: skip
+                              log_offset=baseline.log_offset, target=target)  # fmt: skip
             if o.resume:
                 trainer.resume()
             trainer.run()
-            trainer.network.load_state_dict(trainer.best_state)
+            trainer.load_best()
+            domain_test = (
+                trainer.domain_scores(splits.test, target.test)[1] if target is not None else None
+            )
             data = export_onnx(torch, trainer.network, trainer.architecture)
             trainer.device = torch.device("cpu")
             result = evaluate_test(trainer, data, baseline)
@@ -734,6 +1060,9 @@ def train(
                 f"wrong{keep}; report it with the torch and onnxruntime versions"
             )
         metrics = card_metrics(trainer, result, baseline, time.perf_counter() - started)
+        if domain_test is not None:
+            metrics["domain"] = domain_metrics(trainer, targets, domain_test)
+        sample = [*files, *(f"{Path(t).name} (unlabelled target)" for t in targets)]
         return write_model(
             data,
             output,
@@ -741,7 +1070,7 @@ def train(
             geometry=geometry,
             inputs=[model_input(INPUT, geometry)],
             output_name=OUTPUT,
-            training_sample=files,
+            training_sample=sample,
             command=command,
             metrics=metrics,
             versions=current_versions(torch=torch.__version__),
@@ -779,6 +1108,62 @@ def card_metrics(
     }
 
 
+def domain_metrics(
+    trainer: Trainer, targets: Sequence[str], test: Mapping[str, float]
+) -> dict[str, Any]:
+    """The card's ``metrics["domain"]``: the target sample and its split, the options of
+    the domain-adversarial training, the domain classifier's scores (accuracy 0.5: the
+    features do not tell the domains apart) on the test splits (source against target) with
+    the best state, and on the validation splits at the best and at the last validation."""
+    assert trainer.target is not None
+    curves, o = trainer.curves, trainer.o
+    best = curves["validation_steps"].index(trainer.best_step)
+    return {
+        "target_sample": [Path(t).name for t in targets],
+        "target_split_events": {
+            "train": trainer.target.train.n_showers,
+            "validation": trainer.target.validation.n_showers,
+            "test": trainer.target.test.n_showers,
+        },
+        "weight": o.domain_weight,
+        "schedule": o.domain_schedule,
+        "gamma": o.domain_gamma,
+        "hidden": o.domain_hidden,
+        "lambda_final": curves["domain_lambda_steps"][-1] if trainer.step else 0.0,
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_accuracy_source": test["accuracy_source"],
+        "test_accuracy_target": test["accuracy_target"],
+        "validation_accuracy_best": curves["domain_validation_accuracy"][best],
+        "validation_accuracy_final": curves["domain_validation_accuracy"][-1],
+        "selection": "best state by the regression loss on the source validation split",
+    }
+
+
+def check_target_files(paths: Sequence[str], geometry: Geometry) -> tuple[str, ...]:
+    """The target files (option ``target``), checked: they exist, are calibrated (stage
+    ``gev``) and of ``geometry``; else an error naming the file, why, and what to do."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputFileError(
+                f"target file {path} (option target) does not exist; give the calibrated "
+                f"(stage 'gev') {geometry.name} files of the target domain, separated by commas"
+            )
+        metadata = read_metadata(path)
+        if metadata.stage != "gev":
+            raise StageMismatchError(
+                f"target file {path} is at stage {metadata.stage!r}; domain-adversarial "
+                "training reads calibrated files (stage 'gev'): calibrate it with the "
+                "constants of the training files (`calocoffea calibrate --to gev`) first"
+            )
+        if metadata.geometry != geometry.name:
+            raise GeometryMismatchError(
+                f"target file {path} is for geometry {metadata.geometry!r}, the training "
+                f"files for {geometry.name!r}; give target files of {geometry.name!r}"
+            )
+    return tuple(paths)
+
+
 def copy_checkpoint(source: str | Path, folder: str | Path) -> Path:
     """Make ``source`` (e.g. a kept ``step-NNNNNNN.pt``) the ``last.pt`` of ``folder``, to
     resume from that point with ``resume=true checkpoint_dir=folder``."""
@@ -792,9 +1177,12 @@ __all__ = [
     "CnnLstmOptions",
     "SumBaseline",
     "Trainer",
+    "build_domain_classifier",
     "build_network",
     "copy_checkpoint",
+    "domain_strength",
     "export_onnx",
+    "gradient_reversal",
     "loss_of",
     "parameter_count",
     "train",

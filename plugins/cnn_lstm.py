@@ -11,6 +11,10 @@ What to use when:
   ``--method MODEL.onnx``); train a model with
   ``calocoffea train --model cnn_lstm FILES... -o MODEL.onnx [--option key=value ...]``
   (options: :class:`calocoffea.models.cnn_lstm.CnnLstmOptions`; needs the ``train`` extra).
+  With ``--option target=DATA1.root,DATA2.root`` the training is domain-adversarial (DANN,
+  seed 000): the network also learns from unlabelled calibrated files of the target domain
+  (data) to give features that do not tell MC from data; the model file holds the
+  regression alone and runs like any other.
 - ``sum`` is the baseline it is measured against (the card records both on the test split);
   ``gbr`` learns from layer sums and shower shapes only and runs on any geometry.
 
