@@ -22,6 +22,7 @@ the method, which is pickled to the workers without the session. torch is never 
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,8 @@ class OnnxReconstruction(ReconstructionMethod):
     input_stage: ClassVar[str] = "gev"
     #: name of the shipped model file (``<geometry>_<model_name>.onnx``); empty: none
     model_name: ClassVar[str] = ""
+    #: "module:function" that trains the model (:meth:`train`); empty: no training
+    trainer: ClassVar[str] = ""
     options: OnnxOptions
 
     def __init__(self, geometry: str, options: Any = None, **kwargs: Any) -> None:
@@ -139,11 +142,17 @@ class OnnxReconstruction(ReconstructionMethod):
         seed: int,
         command: str,
     ) -> Path:
-        """Train this model on calibrated ``files``; write ``output`` (.onnx) and its card."""
-        raise ModelError(
-            f"{cls.__name__} runs a given model file and cannot train one; train a named "
-            "model: calocoffea train --model gbr|cnn_lstm|software_compensation"
-        )
+        """Train this model on calibrated ``files``; write ``output`` (.onnx) and its card:
+        the function :attr:`trainer` names (imported only now: it may need torch)."""
+        if not cls.trainer:
+            raise ModelError(
+                f"{cls.__name__} runs a given model file and cannot train one; train a named "
+                "model: calocoffea train --model gbr|cnn_lstm|dual_branch_cnn|"
+                "software_compensation"
+            )
+        module, _, function = cls.trainer.partition(":")
+        train = getattr(importlib.import_module(module), function)
+        return Path(train(files, output, options=options, seed=seed, command=command))
 
 
 __all__ = ["OnnxOptions", "OnnxReconstruction", "aligned_batches", "shipped_model"]

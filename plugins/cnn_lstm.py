@@ -24,7 +24,6 @@ batches aligned to global entries; this module and inference never import torch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from calocoffea.models.reconstruction import OnnxReconstruction
@@ -42,22 +41,7 @@ class CnnLstm(OnnxReconstruction):
     )
     url: ClassVar[str] = URL
     model_name: ClassVar[str] = "cnn_lstm"
-
-    @classmethod
-    def train(
-        cls,
-        files: list[str],
-        output: str,
-        *,
-        options: dict[str, str],
-        seed: int,
-        command: str,
-    ) -> Path:
-        """Train on calibrated ``files`` (:func:`calocoffea.models.cnn_lstm.train`); write
-        ``output`` (.onnx), its card and its loss curves."""
-        from calocoffea.models.cnn_lstm import train
-
-        return train(files, output, options=options, seed=seed, command=command)
+    trainer: ClassVar[str] = "calocoffea.models.cnn_lstm:train"
 
 
 __all__ = ["CnnLstm"]

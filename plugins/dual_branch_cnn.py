@@ -24,7 +24,6 @@ never import torch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from calocoffea.models.reconstruction import OnnxReconstruction
@@ -44,22 +43,7 @@ class DualBranchCnn(OnnxReconstruction):
     )
     url: ClassVar[str] = URL
     model_name: ClassVar[str] = "dual_branch_cnn"
-
-    @classmethod
-    def train(
-        cls,
-        files: list[str],
-        output: str,
-        *,
-        options: dict[str, str],
-        seed: int,
-        command: str,
-    ) -> Path:
-        """Train on calibrated pion ``files`` (:func:`calocoffea.models.dual_branch.train`);
-        write ``output`` (.onnx), its card and its loss curves."""
-        from calocoffea.models.dual_branch import train
-
-        return train(files, output, options=options, seed=seed, command=command)
+    trainer: ClassVar[str] = "calocoffea.models.dual_branch:train"
 
 
 __all__ = ["DualBranchCnn"]
