@@ -135,6 +135,7 @@ from calocoffea.models.inputs import build_inputs, image_shape, mip_scale_gev
 from calocoffea.models.onnxmodel import current_versions
 from calocoffea.models.training import (
     batch_hits,
+    check_options,
     check_training_files,
     iter_inputs,
     model_input,
@@ -260,29 +261,14 @@ class CnnLstmOptions:
             )
         if self.loss not in LOSSES:
             raise MethodOptionsError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        at_least_one = ("steps", "epochs", "batch_size", "layers_per_superlayer", "channels",
-                        "hidden", "domain_hidden")  # fmt: skip
-        for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise MethodOptionsError(
-                    f"option {name!r} of cnn_lstm must be at least 1, got {getattr(self, name)}"
-                )
-        non_negative = ("patience", "validate_every", "validation_events", "threads",
-                        "weight_decay", "tolerance", "cell_scale_gev", "max_minutes",
-                        "domain_weight")  # fmt: skip
-        for name in non_negative:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise MethodOptionsError(f"option {name!r} of cnn_lstm must be >= 0, got {value}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise MethodOptionsError(
-                f"option 'learning_rate' of cnn_lstm must be positive, got {self.learning_rate}"
-            )
-        if self.buffer_events < self.batch_size:
-            raise MethodOptionsError(
-                f"buffer_events ({self.buffer_events}) must hold at least one batch "
-                f"(batch_size={self.batch_size})"
-            )
+        check_options(
+            "cnn_lstm", self,
+            at_least_one=("steps", "epochs", "batch_size", "layers_per_superlayer", "channels",
+                          "hidden", "domain_hidden"),
+            non_negative=("patience", "validate_every", "validation_events", "threads",
+                          "weight_decay", "tolerance", "cell_scale_gev", "max_minutes",
+                          "domain_weight"),
+        )  # fmt: skip
         if not (math.isfinite(self.domain_gamma) and self.domain_gamma > 0):
             raise MethodOptionsError(
                 f"option 'domain_gamma' of cnn_lstm must be positive, got {self.domain_gamma} "

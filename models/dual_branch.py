@@ -73,6 +73,7 @@ from calocoffea.methods import make_options, require_torch
 from calocoffea.models.inputs import VOXEL_PRESETS, input_shape
 from calocoffea.models.onnxmodel import current_versions
 from calocoffea.models.training import (
+    check_options,
     check_training_files,
     iter_inputs,
     model_input,
@@ -166,32 +167,13 @@ class DualBranchOptions:
                 f"unknown preset {self.preset!r} of dual_branch_cnn; valid: "
                 f"{', '.join(VOXEL_PRESETS)}"
             )
-        at_least_one = ("steps", "epochs", "batch_size", "channels", "shared_channels",
-                        "hidden", "stride")  # fmt: skip
-        for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise MethodOptionsError(
-                    f"option {name!r} of dual_branch_cnn must be at least 1, got "
-                    f"{getattr(self, name)}"
-                )
-        non_negative = ("energy_weight", "validate_every", "validation_events", "patience",
-                        "tolerance", "weight_decay", "max_minutes", "threads")  # fmt: skip
-        for name in non_negative:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise MethodOptionsError(
-                    f"option {name!r} of dual_branch_cnn must be >= 0, got {value}"
-                )
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise MethodOptionsError(
-                f"option 'learning_rate' of dual_branch_cnn must be positive, got "
-                f"{self.learning_rate}"
-            )
-        if self.buffer_events < self.batch_size:
-            raise MethodOptionsError(
-                f"buffer_events ({self.buffer_events}) must hold at least one batch "
-                f"(batch_size={self.batch_size})"
-            )
+        check_options(
+            "dual_branch_cnn", self,
+            at_least_one=("steps", "epochs", "batch_size", "channels", "shared_channels",
+                          "hidden", "stride"),
+            non_negative=("energy_weight", "validate_every", "validation_events", "patience",
+                          "tolerance", "weight_decay", "max_minutes", "threads"),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

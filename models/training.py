@@ -25,6 +25,7 @@ What to use when:
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy.typing as npt
 import onnx
 import uproot
 
-from calocoffea.exceptions import InputFileError, ModelError
+from calocoffea.exceptions import InputFileError, MethodOptionsError, ModelError
 from calocoffea.geometry import Geometry, decode_cellid, get_geometry
 from calocoffea.io import atomic_write, read_metadata
 from calocoffea.models.inputs import FlatHits, build_inputs, input_shape
@@ -285,6 +286,38 @@ def model_input(
     return ModelInput(name, input_shape(name, geometry, **options), "float32", mean, scale)
 
 
+def check_options(
+    model: str,
+    options: Any,
+    *,
+    at_least_one: Sequence[str] = (),
+    non_negative: Sequence[str] = (),
+    positive: Sequence[str] = ("learning_rate",),
+) -> None:
+    """The range checks a network's training options share: integers at least 1, numbers
+    finite and >= 0, numbers > 0, and a shuffle buffer that holds a batch (when the options
+    have ``buffer_events`` and ``batch_size``); a :class:`MethodOptionsError` names the
+    option, the model and the value."""
+    for name in at_least_one:
+        if getattr(options, name) < 1:
+            raise MethodOptionsError(
+                f"option {name!r} of {model} must be at least 1, got {getattr(options, name)}"
+            )
+    for name in non_negative:
+        value = getattr(options, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise MethodOptionsError(f"option {name!r} of {model} must be >= 0, got {value}")
+    for name in positive:
+        value = getattr(options, name)
+        if not (math.isfinite(value) and value > 0):
+            raise MethodOptionsError(f"option {name!r} of {model} must be positive, got {value}")
+    buffer, batch = getattr(options, "buffer_events", None), getattr(options, "batch_size", None)
+    if buffer is not None and batch is not None and buffer < batch:
+        raise MethodOptionsError(
+            f"buffer_events ({buffer}) must hold at least one batch (batch_size={batch})"
+        )
+
+
 def scratch_directory(prefix: str) -> tempfile.TemporaryDirectory[str]:
     """A temporary folder for shards and checkpoints, removed when training ends."""
     return tempfile.TemporaryDirectory(prefix=f"calocoffea-{prefix}-")
@@ -293,6 +326,7 @@ def scratch_directory(prefix: str) -> tempfile.TemporaryDirectory[str]:
 __all__ = [
     "HIT_FIELDS",
     "batch_hits",
+    "check_options",
     "check_training_files",
     "features_of",
     "iter_inputs",
