@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -293,10 +294,15 @@ def main() -> int:
         *(f"- {terms(name, scan)}" for name, scan in scans.items()),
     ]
     if args.ship:
-        lines.append(f"- Shipped: `models/{model.name}` with its card; `{command}` (files "
-                     "in a temporary folder).")  # fmt: skip
+        shown = command.replace(str(SHIPPED.parent) + "/", "")
+        shown = re.sub(r"/\S*/(?=train-\d\.gev\.root)", "$SAMPLE/", shown)
+        lines.append(f"- Shipped: `models/{model.name}` with its card; `{shown}` ($SAMPLE: "
+                     "the training files, in a temporary folder).")  # fmt: skip
     if args.figures:
-        lines.append(f"- Figure: `{figure(out, args.figures)}`.")
+        lines.append(
+            f"- Figure (truth against prediction of f_em, both sections): "
+            f"`{figure(out, args.figures)}`."
+        )
     text = "\n".join(lines)
     print(text)
     if not args.no_readme:
