@@ -53,31 +53,6 @@ def best_seconds(run: Callable[[], Any], repeat: int) -> float:
     return min(times)
 
 
-def fill_voxel_vectorized(x, y, z, e, cell_size, y_range, xz_window):  # type: ignore[no-untyped-def]
-    """Seed 001's function, literally (y is the depth)."""
-    e = np.asarray(e, dtype=np.float32)
-    if np.sum(e) == 0 or len(x) == 0:
-        return np.zeros((int(xz_window[0] / cell_size[0]),
-                         int((y_range[1] - y_range[0]) / cell_size[1]),
-                         int(xz_window[1] / cell_size[2])), dtype=np.float32)  # fmt: skip
-    xc, zc = np.sum(x * e) / np.sum(e), np.sum(z * e) / np.sum(e)
-    xmin, xmax = xc - xz_window[0] / 2, xc + xz_window[0] / 2
-    zmin, zmax = zc - xz_window[1] / 2, zc + xz_window[1] / 2
-    ymin, ymax = y_range
-    mask = (x >= xmin) & (x < xmax) & (y >= ymin) & (y < ymax) & (z >= zmin) & (z < zmax)
-    x, y, z, e = x[mask], y[mask], z[mask], e[mask]
-    ix = ((x - xmin) / cell_size[0]).astype(np.int32)
-    iy = ((y - ymin) / cell_size[1]).astype(np.int32)
-    iz = ((z - zmin) / cell_size[2]).astype(np.int32)
-    nx = int(xz_window[0] / cell_size[0])
-    ny = int((y_range[1] - y_range[0]) / cell_size[1])
-    nz = int(xz_window[1] / cell_size[2])
-    voxel = np.zeros((nx, ny, nz), dtype=np.float32)
-    np.add.at(voxel, (np.clip(ix, 0, nx - 1), np.clip(iy, 0, ny - 1), np.clip(iz, 0, nz - 1)), e)
-    vmax = voxel.max()
-    return voxel / vmax if vmax > 0 else voxel
-
-
 def read_hits(events: int, energy_gev: float, seed: int) -> dict[str, np.ndarray]:
     """Flat x, y [mm], layer, energy [GeV] and counts of simulated, calibrated pions."""
     import awkward as ak
@@ -118,7 +93,13 @@ def main() -> int:
 
     from calocoffea.geometry import get_geometry
     from calocoffea.machine import describe, pin_to_one_core
-    from calocoffea.models.voxels import DEFAULT, SEED001, section_spec, voxel_grids
+    from calocoffea.models.voxels import (
+        DEFAULT,
+        SEED001,
+        section_spec,
+        seed_voxel_grid,
+        voxel_grids,
+    )
 
     pinned = pin_to_one_core()
     geometry = get_geometry(GEOMETRY)
@@ -151,7 +132,7 @@ def main() -> int:
                 grids = np.empty((n_loop, *spec.shape), dtype=np.float32)
                 for e in range(n_loop):
                     s = slice(int(o[e]), int(o[e + 1]))
-                    grids[e] = fill_voxel_vectorized(
+                    grids[e] = seed_voxel_grid(
                         h["x"][s], h["layer"][s].astype(np.float64), h["y"][s],
                         h["energy"][s], cell, spec.layers, spec.window_mm,
                     )  # fmt: skip

@@ -64,6 +64,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -368,6 +369,46 @@ def _fill(
     flat[index] = sums / np.where(peak > 0, peak, np.float32(1.0))[kept_event]
 
 
+def seed_voxel_grid(
+    x: Any,
+    y: Any,
+    z: Any,
+    e: Any,
+    cell_size: Any,
+    y_range: Any,
+    xz_window: Any,
+    normalise: bool = True,
+) -> Float32Array:
+    """Seed 001's ``fill_voxel_vectorized`` for one event, literally (its y is the depth;
+    ``normalise`` only skips its last line): the reference :func:`voxel_grids` is tested and
+    benchmarked against, not for use (one Python call per event, float32 sums)."""
+    e = np.asarray(e, dtype=np.float32)
+    if np.sum(e) == 0 or len(x) == 0:
+        return np.zeros((int(xz_window[0] / cell_size[0]),
+                         int((y_range[1] - y_range[0]) / cell_size[1]),
+                         int(xz_window[1] / cell_size[2])), dtype=np.float32)  # fmt: skip
+
+    xc, zc = np.sum(x * e) / np.sum(e), np.sum(z * e) / np.sum(e)
+    xmin, xmax = xc - xz_window[0] / 2, xc + xz_window[0] / 2
+    zmin, zmax = zc - xz_window[1] / 2, zc + xz_window[1] / 2
+    ymin, ymax = y_range
+    mask = (x >= xmin) & (x < xmax) & (y >= ymin) & (y < ymax) & (z >= zmin) & (z < zmax)
+
+    x, y, z, e = x[mask], y[mask], z[mask], e[mask]
+    ix = ((x - xmin) / cell_size[0]).astype(np.int32)
+    iy = ((y - ymin) / cell_size[1]).astype(np.int32)
+    iz = ((z - zmin) / cell_size[2]).astype(np.int32)
+    nx = int(xz_window[0] / cell_size[0])
+    ny = int((y_range[1] - y_range[0]) / cell_size[1])
+    nz = int(xz_window[1] / cell_size[2])
+    voxel = np.zeros((nx, ny, nz), dtype=np.float32)
+    np.add.at(voxel, (np.clip(ix, 0, nx - 1), np.clip(iy, 0, ny - 1), np.clip(iz, 0, nz - 1)), e)
+    if not normalise:
+        return voxel
+    vmax = voxel.max()
+    return voxel / vmax if vmax > 0 else voxel
+
+
 def section_voxel_grids(
     geometry: Geometry | str,
     section: int | str,
@@ -402,5 +443,6 @@ __all__ = [
     "VoxelSpec",
     "section_spec",
     "section_voxel_grids",
+    "seed_voxel_grid",
     "voxel_grids",
 ]

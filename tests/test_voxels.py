@@ -17,40 +17,11 @@ from calocoffea.models.voxels import (
     VoxelSpec,
     section_spec,
     section_voxel_grids,
+    seed_voxel_grid,
     voxel_grids,
 )
 
 GEOMETRY = "calice_siw_ecal_ahcal"
-
-
-def fill_voxel_vectorized(x, y, z, e, cell_size, y_range, xz_window, normalise=True):
-    """Seed 001's function, literally (y is the depth); ``normalise`` only skips its last
-    line, to test ``normalise=False``."""
-    e = np.asarray(e, dtype=np.float32)
-    if np.sum(e) == 0 or len(x) == 0:
-        return np.zeros((int(xz_window[0] / cell_size[0]),
-                         int((y_range[1] - y_range[0]) / cell_size[1]),
-                         int(xz_window[1] / cell_size[2])), dtype=np.float32)  # fmt: skip
-
-    xc, zc = np.sum(x * e) / np.sum(e), np.sum(z * e) / np.sum(e)
-    xmin, xmax = xc - xz_window[0] / 2, xc + xz_window[0] / 2
-    zmin, zmax = zc - xz_window[1] / 2, zc + xz_window[1] / 2
-    ymin, ymax = y_range
-    mask = (x >= xmin) & (x < xmax) & (y >= ymin) & (y < ymax) & (z >= zmin) & (z < zmax)
-
-    x, y, z, e = x[mask], y[mask], z[mask], e[mask]
-    ix = ((x - xmin) / cell_size[0]).astype(np.int32)
-    iy = ((y - ymin) / cell_size[1]).astype(np.int32)
-    iz = ((z - zmin) / cell_size[2]).astype(np.int32)
-    nx = int(xz_window[0] / cell_size[0])
-    ny = int((y_range[1] - y_range[0]) / cell_size[1])
-    nz = int(xz_window[1] / cell_size[2])
-    voxel = np.zeros((nx, ny, nz), dtype=np.float32)
-    np.add.at(voxel, (np.clip(ix, 0, nx - 1), np.clip(iy, 0, ny - 1), np.clip(iz, 0, nz - 1)), e)
-    if not normalise:
-        return voxel
-    vmax = voxel.max()
-    return voxel / vmax if vmax > 0 else voxel
 
 
 def seed_loop(h: dict[str, np.ndarray], spec: VoxelSpec, normalise: bool = True) -> np.ndarray:
@@ -59,7 +30,7 @@ def seed_loop(h: dict[str, np.ndarray], spec: VoxelSpec, normalise: bool = True)
     out = np.zeros((h["counts"].size, *spec.shape), dtype=np.float32)
     for k in range(h["counts"].size):
         s = slice(int(edges[k]), int(edges[k + 1]))
-        out[k] = fill_voxel_vectorized(
+        out[k] = seed_voxel_grid(
             h["x"][s], h["layer"][s].astype(np.float64), h["y"][s], h["energy"][s],
             (spec.cell_mm[0], spec.layers_per_cell, spec.cell_mm[1]), spec.layers,
             spec.window_mm, normalise,
