@@ -132,7 +132,7 @@ from calocoffea.geometry import Geometry
 from calocoffea.io import read_metadata
 from calocoffea.methods import make_options, require_torch
 from calocoffea.models.inputs import build_inputs, image_shape, mip_scale_gev
-from calocoffea.models.onnxmodel import current_versions
+from calocoffea.models.onnxmodel import cpu_session, current_versions
 from calocoffea.models.training import (
     batch_hits,
     check_options,
@@ -951,16 +951,6 @@ def export_onnx(torch: Any, network: Any, architecture: Architecture) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_session(data: bytes) -> Any:
-    """An onnxruntime session (CPU, one thread, full optimisation) as inference makes it."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-
-
 @dataclass(frozen=True)
 class TestResult:
     """Predictions on the test split: ONNX, the corrected sum, the beam; the parity."""
@@ -974,7 +964,7 @@ class TestResult:
 def evaluate_test(trainer: Trainer, data: bytes, baseline: SumBaseline) -> TestResult:
     """Run the best state (torch, eager) and the exported graph (onnxruntime) on the test
     split; the largest relative difference between the two."""
-    session = onnx_session(data)
+    session = cpu_session(data)
     parts: dict[str, list[FloatArray]] = {"onnx": [], "sum": [], "beam": []}
     worst = 0.0
     for images, beam, energy in trainer.predict(trainer.splits.test):

@@ -71,7 +71,7 @@ from calocoffea.exceptions import MethodOptionsError, ModelError
 from calocoffea.geometry import Geometry
 from calocoffea.methods import make_options, require_torch
 from calocoffea.models.inputs import VOXEL_PRESETS, input_shape
-from calocoffea.models.onnxmodel import current_versions
+from calocoffea.models.onnxmodel import cpu_session, current_versions
 from calocoffea.models.training import (
     check_options,
     check_training_files,
@@ -536,14 +536,10 @@ def export_onnx(torch: Any, network: Any, architecture: Architecture) -> bytes:
     return buffer.getvalue()
 
 
-def onnx_outputs(data: bytes, inputs: Mapping[str, npt.NDArray[Any]]) -> list[Any]:
-    """Every output of the exported graph (onnxruntime, CPU, one thread) for ``inputs``."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+def onnx_outputs(session: Any, inputs: Mapping[str, npt.NDArray[Any]]) -> list[Any]:
+    """Every output of the graph for ``inputs``, run by the onnxruntime ``session`` (a
+    :class:`~calocoffea.models.onnxmodel.LoadedModel`'s ``session``, or
+    :func:`~calocoffea.models.onnxmodel.cpu_session` of the exported bytes)."""
     feed = {name: np.ascontiguousarray(inputs[name], dtype=np.float32)
             for name in (*VOXEL_INPUTS, SUMS)}  # fmt: skip
     return list(session.run(None, feed))
@@ -565,8 +561,9 @@ def evaluate_test(trainer: Trainer, data: bytes) -> TestResult:
     names = output_names(trainer.o.direct_energy)
     parts: dict[str, list[FloatArray]] = {n: [] for n in (*names, "sums", "fem", "beam")}
     worst = 0.0
+    session = cpu_session(data)
     for inputs, events, torch_out in trainer.predict(trainer.splits.test):
-        onnx_out = onnx_outputs(data, inputs)
+        onnx_out = onnx_outputs(session, inputs)
         for name, a, b in zip(names, torch_out, onnx_out, strict=True):
             a64, b64 = a.astype(np.float64), b.astype(np.float64)
             scale = 1.0 if name in FEM_OUTPUTS else np.maximum(np.abs(a64), 1e-6)

@@ -602,6 +602,17 @@ class LoadedModel:
         return np.ascontiguousarray(item.normalise(x).astype(item.dtype))
 
 
+def cpu_session(data: bytes, threads: int = 1) -> Any:
+    """An onnxruntime session of the graph ``data`` on the CPU with ``threads`` intra-op
+    threads and full graph optimisation, as inference makes it (training's parity checks)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ModelError(f"batch_size must be a positive integer, got {batch_size!r}")

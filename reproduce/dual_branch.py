@@ -127,7 +127,7 @@ def network_outputs(model: Path, files: list[str]) -> dict[str, np.ndarray]:
         for a in range(0, len(hits), BATCH):
             b = min(len(hits), a + BATCH)
             inputs = build_inputs(shapes, hits.events(a, b), geometry)
-            energy, *fem = onnx_outputs(loaded.onnx_bytes, inputs)[:3]
+            energy, *fem = onnx_outputs(loaded.session, inputs)[:3]
             rows = {"energy": energy, "sums": inputs["section_sums"], "beam": beam[a:b],
                     **{f"pred_{f}": v for f, v in zip(FEM_OUTPUTS, fem, strict=True)},
                     **{f"true_{f}": v[a:b] for f, v in truth.items()}}  # fmt: skip

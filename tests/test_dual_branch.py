@@ -186,7 +186,7 @@ def test_energy_is_the_formula_of_the_predicted_fractions(model: Path, hits: Fla
     loaded = load_model(model, geometry=GEOMETRY)
     shapes = {i.name: i.shape for i in loaded.card.inputs}
     inputs = build_inputs(shapes, hits, get_geometry(GEOMETRY))
-    energy, fem_ecal, fem_hcal = onnx_outputs(loaded.onnx_bytes, inputs)
+    energy, fem_ecal, fem_hcal = onnx_outputs(loaded.session, inputs)
     assert np.all((fem_ecal >= 0) & (fem_ecal <= 1) & (fem_hcal >= 0) & (fem_hcal <= 1))
     fit = loaded.card.metrics["e_over_h_fit"]
     expected = e_over_h_energy(inputs["section_sums"], np.column_stack([fem_ecal, fem_hcal]),
@@ -275,7 +275,7 @@ def test_the_shipped_model_reconstructs_held_out_pions(sample: Path) -> None:
     energy = method.predict_hits(hits)
     assert abs(np.median(energy / beam) - 1.0) < 0.015
     shapes = {i.name: i.shape for i in method.model.card.inputs}
-    outputs = onnx_outputs(method.model.onnx_bytes, build_inputs(shapes, hits, method.detector))
+    outputs = onnx_outputs(method.model.session, build_inputs(shapes, hits, method.detector))
     for k, name in enumerate(FEM_OUTPUTS):
         truth = np.asarray(events[name], dtype=np.float64)
         assert fem_metrics(outputs[1 + k], truth)["correlation"] > 0.95, name
