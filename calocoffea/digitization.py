@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
-from calocoffea import rng
+from calocoffea import libm, rng
 from calocoffea.conditions import Conditions, Electronics
 from calocoffea.flags import HitFlag
 
@@ -104,7 +104,7 @@ def inverse_nonlinearity(y: FloatArray, a: FloatArray, b: FloatArray, scale: flo
 
 def saturation(n_pe: FloatArray, n_pixels: FloatArray) -> FloatArray:
     """Mean number of fired pixels, N_pix (1 - exp(-N_pe / N_pix))."""
-    return -n_pixels * np.expm1(-n_pe / n_pixels)
+    return -n_pixels * libm.expm1(-n_pe / n_pixels)
 
 
 def desaturation(n_fired: FloatArray, n_pixels: FloatArray, occupancy: float = 0.95) -> FloatArray:
@@ -112,8 +112,8 @@ def desaturation(n_fired: FloatArray, n_pixels: FloatArray, occupancy: float = 0
     (same value and slope) above ``occupancy`` (DDScintillatorPpdDigi)."""
     r = occupancy
     fraction = n_fired / n_pixels
-    below = -n_pixels * np.log1p(-np.minimum(fraction, r))
-    above = (n_fired - r * n_pixels) / (1.0 - r) - n_pixels * np.log1p(-r)
+    below = -n_pixels * libm.log1p(-np.minimum(fraction, r))
+    above = (n_fired - r * n_pixels) / (1.0 - r) - n_pixels * libm.log1p(-r)
     return np.where(fraction <= r, below, above)
 
 
@@ -154,7 +154,7 @@ def digitize(
     n_pe = rng.poisson(keys("photons"), mean_pe)
     # 3. SiPM saturation with binomial fluctuation
     n_pix = v["n_pixels"][cell]
-    p_fire = -np.expm1(-n_pe / n_pix)
+    p_fire = -libm.expm1(-n_pe / n_pix)
     fired = rng.binomial(keys("pixels"), n_pix.astype(np.int64), p_fire).astype(np.float64)
     # 4. gain smear of the fired pixels
     pixels = fired + e.pixel_spread * np.sqrt(fired) * rng.normal(keys("gain_smear"))
