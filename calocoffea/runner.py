@@ -350,9 +350,15 @@ def histogram_files(
     steps: CalibrationSteps | None = None,
     beam_energies_gev: Sequence[float] = (),
     run_options: RunOptions | None = None,
+    histograms: Sequence[str] = (),
+    conditions: Conditions | None = None,
+    seed: int = 0,
+    digitization: DigitizationOptions | None = None,
 ) -> RunResult:
-    """Fill the histograms of :mod:`calocoffea.processors.histogram`; write them to
-    ``output`` (ROOT) and beside it ``<output>.json`` (lossless, UHI) if given."""
+    """Fill the histograms of :mod:`calocoffea.processors.histogram` (``histograms``: only
+    those); write them to ``output`` (ROOT) and beside it ``<output>.json`` (lossless, UHI)
+    if given. Raw input is calibrated with ``constants``; simulated input with ``conditions``
+    and ``constants`` is digitised (``seed``, ``digitization``) and calibrated on the fly."""
     from calocoffea.processors.histogram import HistogramProcessor
 
     if stage is None:
@@ -364,7 +370,15 @@ def histogram_files(
     target = _check_output(output, files) if output is not None else None
     energies = tuple(beam_energies_gev) or _beam_energies(metadata)
     proc = HistogramProcessor(
-        geometry.name, stage, energies, constants, steps or CalibrationSteps()
+        geometry.name,
+        stage,
+        energies,
+        constants,
+        steps or CalibrationSteps(),
+        histograms=tuple(histograms),
+        conditions=conditions,
+        seed=seed,
+        digitization=digitization or DigitizationOptions(),
     )
     result = run(proc, files, run_options or RunOptions())
     _warn_invalid(result.cutflow)

@@ -32,6 +32,20 @@ def calibrate_chunk(
     ``energy`` and ``flags``, dense cell indices, cutflow step). Nothing is removed."""
     counts, flat = flat_hits(events, (*_PASSED, "energy", "flags"))
     cell = cell_indices(events, flat["cellid"], geometry_name)
+    fields, step = calibrate_flat(len(events), flat, cell, dense, steps)
+    return counts, fields, cell, step
+
+
+def calibrate_flat(
+    n_events: int,
+    flat: dict[str, np.ndarray],
+    cell: np.ndarray,
+    dense: DenseConstants,
+    steps: CalibrationSteps,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Calibrate flat raw hit fields (``energy`` [ADC], ``layer``, optional ``gain`` and
+    ``flags``) of ``n_events`` events: (the fields with calibrated ``energy`` and ``flags``,
+    cutflow step)."""
     n = cell.size
     gain = flat.get("gain", np.zeros(n, np.uint8))
     flags = flat.get("flags", np.zeros(n, np.uint32))
@@ -39,8 +53,7 @@ def calibrate_chunk(
     fields = {name: flat[name] for name in _PASSED if name in flat}
     fields["energy"] = result.energy
     fields["flags"] = result.flags
-    step = cutflow_step(len(events), len(events), n, n, {}, result.flagged)
-    return counts, fields, cell, step
+    return fields, cutflow_step(n_events, n_events, n, n, {}, result.flagged)
 
 
 @dataclass

@@ -61,52 +61,52 @@ class DigitizeProcessor(processor.ProcessorABC):
         )
 
     def process(self, events: Any) -> dict[str, Any]:
-        """Steps: flatten hits; remove invalid deposits (NaN, negative: counted); look up
-        cells; digitise (:func:`calocoffea.digitization.digitize`); keep hits above threshold;
-        write the shard; return cutflow and shard path."""
+        """Steps: digitise the chunk (:func:`digitize_chunk`); write the shard; return cutflow
+        and shard path."""
         key = chunk_key(events)
-        counts, flat = flat_hits(events, (*_PASSED, "energy", "time"))
-        energy = flat["energy"].astype(np.float64)
-        valid = np.isfinite(energy) & (energy >= 0)
-        cell = cell_indices(events, flat["cellid"], self.conditions.geometry)
-        keys = rng.event_keys(
-            rng.file_key(self.seed, file_identity(events)), global_entries(events)
-        )
-        result = digitize(
-            np.where(valid, energy, 0.0), cell, keys, counts, self.conditions, self.options
-        )
-        keep = result.keep & valid
-        event_of_hit = np.repeat(np.arange(len(counts)), counts)
-        out_counts = np.bincount(event_of_hit[keep], minlength=len(counts))
-        hit_fields = {name: flat[name][keep] for name in _PASSED if name in flat}
-        hit_fields["energy"] = result.adc[keep]
-        hit_fields["time"] = (flat["time"] if "time" in flat else 0.0) + result.time
-        hit_fields["time"] = np.broadcast_to(hit_fields["time"], energy.shape)[keep]
-        hit_fields["flags"] = result.flags[keep]
-        hit_fields["gain"] = result.gain[keep]
-        hit_fields["edep"] = energy[keep]
-        if result.adc_lg is not None:  # dual-gain read-out: the low gain of every hit
-            hit_fields["adc_lg"] = result.adc_lg[keep].astype(np.float32)
+        counts, hit_fields, step = digitize_chunk(events, self.conditions, self.seed, self.options)
         shard = write_shard(
-            self.shard_dir, key, scalars(events), out_counts, hit_fields, self.metadata()
+            self.shard_dir, key, scalars(events), counts, hit_fields, self.metadata()
         )
-        dead = self.conditions.dead[cell]
-        removed = {
-            "invalid_deposit": int(np.count_nonzero(~valid)),
-            "dead_cell": int(np.count_nonzero(valid & dead)),
-            "below_threshold": int(np.count_nonzero(valid & ~dead & ~result.keep)),
-        }
-        flagged = {
-            name: n for name, n in count_flags(hit_fields["flags"]).items() if name != "dead"
-        }
-        return {
-            "cutflow": {
-                "digitize": cutflow_step(
-                    len(events), len(events), energy.size, int(keep.sum()), removed, flagged
-                )
-            },
-            "shards": {key: shard},
-        }
+        return {"cutflow": {"digitize": step}, "shards": {key: shard}}
 
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator
+
+
+def digitize_chunk(
+    events: Any, conditions: Conditions, seed: int, options: DigitizationOptions
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Digitise the simulated hits of a chunk: (kept hits per event, flat raw hit fields,
+    cutflow step).
+
+    Steps: flatten hits; remove invalid deposits (NaN, negative: counted); look up cells;
+    digitise (:func:`calocoffea.digitization.digitize`, random numbers keyed by ``seed``, the
+    file's UUID and the global entry); keep hits above threshold in live cells."""
+    counts, flat = flat_hits(events, (*_PASSED, "energy", "time"))
+    energy = flat["energy"].astype(np.float64)
+    valid = np.isfinite(energy) & (energy >= 0)
+    cell = cell_indices(events, flat["cellid"], conditions.geometry)
+    keys = rng.event_keys(rng.file_key(seed, file_identity(events)), global_entries(events))
+    result = digitize(np.where(valid, energy, 0.0), cell, keys, counts, conditions, options)
+    keep = result.keep & valid
+    event_of_hit = np.repeat(np.arange(len(counts)), counts)
+    out_counts = np.bincount(event_of_hit[keep], minlength=len(counts))
+    hit_fields = {name: flat[name][keep] for name in _PASSED if name in flat}
+    hit_fields["energy"] = result.adc[keep]
+    hit_fields["time"] = (flat["time"] if "time" in flat else 0.0) + result.time
+    hit_fields["time"] = np.broadcast_to(hit_fields["time"], energy.shape)[keep]
+    hit_fields["flags"] = result.flags[keep]
+    hit_fields["gain"] = result.gain[keep]
+    hit_fields["edep"] = energy[keep]
+    if result.adc_lg is not None:  # dual-gain read-out: the low gain of every hit
+        hit_fields["adc_lg"] = result.adc_lg[keep].astype(np.float32)
+    dead = conditions.dead[cell]
+    removed = {
+        "invalid_deposit": int(np.count_nonzero(~valid)),
+        "dead_cell": int(np.count_nonzero(valid & dead)),
+        "below_threshold": int(np.count_nonzero(valid & ~dead & ~result.keep)),
+    }
+    flagged = {name: n for name, n in count_flags(hit_fields["flags"]).items() if name != "dead"}
+    step = cutflow_step(len(events), len(events), energy.size, int(keep.sum()), removed, flagged)
+    return out_counts, hit_fields, step

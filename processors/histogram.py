@@ -15,7 +15,10 @@ name               axes                                       storage   reduced
 =================  =========================================  ========  ======================
 
 Raw (ADC) input can be calibrated on the fly with constants (``constants=``): the
-calibrate+histogram path that needs no intermediate file.
+calibrate+histogram path that needs no intermediate file. Simulated input can also be
+digitised on the fly (``conditions=`` and ``seed=``, with constants): digitise + calibrate +
+histogram in one pass, hit for hit what the digitize and histogram jobs give one after the
+other. ``histograms=`` fills only the named histograms (all by default).
 """
 
 from __future__ import annotations
@@ -29,19 +32,24 @@ import numpy as np
 from coffea import processor
 
 from calocoffea.calibration import CalibrationSteps
-from calocoffea.conditions import mip_reference_mev
+from calocoffea.conditions import Conditions, mip_reference_mev
 from calocoffea.constants import Constants, DenseConstants
-from calocoffea.exceptions import StageMismatchError
+from calocoffea.digitization import DigitizationOptions
+from calocoffea.exceptions import CalocoffeaError, StageMismatchError
 from calocoffea.flags import count_flags
 from calocoffea.geometry import Geometry, decode_cellid, get_geometry
 from calocoffea.io import STAGES
-from calocoffea.processors.calibrate import calibrate_chunk
+from calocoffea.processors.calibrate import calibrate_chunk, calibrate_flat
 from calocoffea.processors.common import cell_indices, chunk_key, cutflow_step, flat_hits
+from calocoffea.processors.digitize import digitize_chunk
 
 #: Hit fields the histograms use.
 _FIELDS = ("cellid", "layer", "i", "j", "x", "y", "energy", "flags")
 #: Typical response per GeV of beam at each stage, times the MIP-equivalent per GeV.
 _ADC_PER_MIP = 345.0
+#: Every histogram the processor can fill: the count histograms, then the weighted ones.
+COUNT_HISTOGRAMS = ("energy_sum", "nhit", "hit_energy", "occupancy")
+WEIGHTED_HISTOGRAMS = ("longitudinal", "transverse", "cell_energy")
 
 
 def energy_per_gev(geometry: Geometry, stage: str) -> float:
@@ -72,7 +80,9 @@ class HistogramProcessor(processor.ProcessorABC):
     """Fill the histograms of the module docstring for events at ``stage``.
 
     ``constants`` (with ``steps``) calibrates raw input on the fly; the filled stage is then
-    ``steps.stage``. Axis ranges follow the beam energies and the stage.
+    ``steps.stage``. With ``conditions`` too, simulated input is digitised first (random
+    numbers keyed by ``seed``, as the digitize processor). Axis ranges follow the beam
+    energies and the stage. ``histograms`` names the histograms to fill (empty: all).
     """
 
     geometry: str
@@ -81,13 +91,30 @@ class HistogramProcessor(processor.ProcessorABC):
     constants: Constants | None = None
     steps: CalibrationSteps = field(default_factory=CalibrationSteps)
     hit_energy_bins: int = 100
+    histograms: tuple[str, ...] = ()
+    conditions: Conditions | None = None
+    seed: int = 0
+    digitization: DigitizationOptions = field(default_factory=DigitizationOptions)
     dense: DenseConstants | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise StageMismatchError(f"unknown stage {self.stage!r}; valid: {', '.join(STAGES)}")
+        known = COUNT_HISTOGRAMS + WEIGHTED_HISTOGRAMS
+        unknown = [name for name in self.histograms if name not in known]
+        if unknown:
+            raise CalocoffeaError(f"unknown histogram(s) {unknown}; known: {', '.join(known)}")
+        self.histograms = tuple(self.histograms) or known
         geometry = get_geometry(self.geometry)
-        if self.constants is not None:
+        if self.conditions is not None:
+            if self.stage != "sim" or self.constants is None:
+                raise StageMismatchError(
+                    f"conditions digitise simulated input before calibrating it: give sim "
+                    f"input (not {self.stage!r}) and constants, or drop the conditions"
+                )
+            self.conditions.check_geometry(geometry, f"the geometry {geometry.name!r}")
+            self.dense = self.constants.dense(geometry)
+        elif self.constants is not None:
             if self.stage != "raw":
                 raise StageMismatchError(
                     f"constants calibrate raw (ADC) input, but the input is at stage "
@@ -129,7 +156,7 @@ class HistogramProcessor(processor.ProcessorABC):
 
     def _book(self) -> tuple[dict[str, hist.Hist], dict[str, hist.Hist]]:
         a = self._axes()
-        counts = {
+        counts: dict[str, hist.Hist] = {
             "energy_sum": hist.Hist(
                 a["beam_energy"], a["energy_sum"], storage=hist.storage.Int64()
             ),
@@ -137,19 +164,31 @@ class HistogramProcessor(processor.ProcessorABC):
             "hit_energy": hist.Hist(a["cell"], a["energy_hit"], storage=hist.storage.Int64()),
             "occupancy": hist.Hist(a["layer"], a["i"], a["j"], storage=hist.storage.Int64()),
         }
-        weighted = {
+        weighted: dict[str, hist.Hist] = {
             "longitudinal": hist.Hist(a["beam_energy"], a["layer"], storage=hist.storage.Double()),
             "transverse": hist.Hist(a["beam_energy"], a["r"], storage=hist.storage.Double()),
             "cell_energy": hist.Hist(a["layer"], a["i"], a["j"], storage=hist.storage.Double()),
         }
-        return counts, weighted
+        keep = set(self.histograms)
+        return (
+            {k: h for k, h in counts.items() if k in keep},
+            {k: h for k, h in weighted.items() if k in keep},
+        )
 
     # ---- processing --------------------------------------------------------------------
     def process(self, events: Any) -> dict[str, Any]:
         """Steps: calibrate raw hits if constants are given; drop non-finite energies
         (counted); fill count histograms; fill weighted histograms under the chunk key."""
         steps: dict[str, Any] = {}
-        if self.dense is not None:
+        if self.conditions is not None and self.dense is not None:
+            counts, raw, steps["digitize"] = digitize_chunk(
+                events, self.conditions, self.seed, self.digitization
+            )
+            cell = get_geometry(self.geometry).cell_index(raw["cellid"])
+            flat, steps["calibrate"] = calibrate_flat(
+                len(events), raw, cell, self.dense, self.steps
+            )
+        elif self.dense is not None:
             counts, flat, cell, steps["calibrate"] = calibrate_chunk(
                 events, self.geometry, self.dense, self.steps
             )
@@ -184,24 +223,33 @@ class HistogramProcessor(processor.ProcessorABC):
         energy = np.asarray(flat["energy"], np.float64)
         finite = np.isfinite(energy)
         event_of_hit = np.repeat(np.arange(len(counts)), counts)
-        hit_beam = beam[event_of_hit][finite]
         e = energy[finite]
-        layer = flat["layer"][finite]
-        if "i" in flat and "j" in flat:
-            i, j = flat["i"][finite], flat["j"][finite]
-        else:
-            _, _, i, j = decode_cellid(flat["cellid"][finite])
-        r = np.hypot(flat["x"][finite], flat["y"][finite])
-        sums = np.bincount(event_of_hit[finite], weights=e, minlength=len(counts))
-        nhit = np.bincount(event_of_hit[finite], minlength=len(counts))
         h, w = self._book()
-        h["energy_sum"].fill(beam_energy=beam, energy=sums)
-        h["nhit"].fill(beam_energy=beam, nhit=nhit)
-        h["hit_energy"].fill(cell=cell[finite], energy=e)
-        h["occupancy"].fill(layer=layer, i=i, j=j)
-        w["longitudinal"].fill(beam_energy=hit_beam, layer=layer, weight=e)
-        w["transverse"].fill(beam_energy=hit_beam, r=r, weight=e)
-        w["cell_energy"].fill(layer=layer, i=i, j=j, weight=e)
+        if "energy_sum" in h:
+            sums = np.bincount(event_of_hit[finite], weights=e, minlength=len(counts))
+            h["energy_sum"].fill(beam_energy=beam, energy=sums)
+        if "nhit" in h:
+            nhit = np.bincount(event_of_hit[finite], minlength=len(counts))
+            h["nhit"].fill(beam_energy=beam, nhit=nhit)
+        if "hit_energy" in h:
+            h["hit_energy"].fill(cell=cell[finite], energy=e)
+        layer = flat["layer"][finite]
+        if "occupancy" in h or "cell_energy" in w:
+            if "i" in flat and "j" in flat:
+                i, j = flat["i"][finite], flat["j"][finite]
+            else:
+                _, _, i, j = decode_cellid(flat["cellid"][finite])
+            if "occupancy" in h:
+                h["occupancy"].fill(layer=layer, i=i, j=j)
+            if "cell_energy" in w:
+                w["cell_energy"].fill(layer=layer, i=i, j=j, weight=e)
+        if "longitudinal" in w or "transverse" in w:
+            hit_beam = beam[event_of_hit][finite]
+            if "longitudinal" in w:
+                w["longitudinal"].fill(beam_energy=hit_beam, layer=layer, weight=e)
+            if "transverse" in w:
+                r = np.hypot(flat["x"][finite], flat["y"][finite])
+                w["transverse"].fill(beam_energy=hit_beam, r=r, weight=e)
         return h, w, finite
 
     def postprocess(self, accumulator: Any) -> Any:
