@@ -243,24 +243,20 @@ def define_calibrated(
 # ------------------------------------------------------------------ digitisation
 
 
-def file_keys(files: Sequence[str | os.PathLike[str]], seed: int) -> tuple[str, Any]:
+def file_keys(files: Sequence[str | os.PathLike[str]], seed: int) -> str:
     """Declare the random keys of ``files`` (:func:`calocoffea.rng.file_key` of each file's
-    UUID) and the first entry of each file in their chain."""
+    UUID); returns the C++ object's name."""
     import uproot
 
     declare()
     name, keys = _new_object("FileKeys")
-    first = 0
     for path in files:
         path = str(Path(path).absolute())
         with uproot.open(path) as file:
             identity = str(file.file.uuid)
-            entries = file["events"].num_entries
         keys.names.push_back(path)
         keys.keys.push_back(rng.file_key(seed, identity))
-        keys.first_entry.push_back(first)
-        first += entries
-    return name, keys
+    return name
 
 
 def digitizer(conditions: Conditions, options: DigitizationOptions | None = None) -> str:
@@ -305,14 +301,17 @@ def define_digitized(
     digitize processor: ``raw_energy`` [ADC], ``raw_gain``, ``raw_flags``, ``raw_layer``,
     ``raw_i``, ``raw_j`` (kept hits only). The random numbers are calocoffea's: keyed by
     (seed, file UUID, entry in file, hit, stream), so they equal the processor's output."""
-    keys, _ = file_keys(files, seed)
+    keys = file_keys(files, seed)
     digi = digitizer(conditions, options)
-    df = df.DefinePerSample("cc_file", f"{keys}.of(rdfsampleinfo_)")
+    entries, counter = _new_object("EntryInFile")
+    counter.slots(df.GetNSlots())
+    df = df.DefinePerSample("cc_file_key", f"{keys}.of(rdfsampleinfo_)")
+    df = df.DefinePerSample("cc_task", f"{entries}.new_task()")
+    df = df.DefinePerSample("cc_task_first", "ULong64_t(rdfsampleinfo_.EntryRange().first)")
     df = df.Define(
-        "cc_event_key",
-        f"calocoffea::rng::event_key({keys}.keys[cc_file], "
-        f"ULong64_t(rdfentry_) - {keys}.first_entry[cc_file])",
+        "cc_entry", f"{entries}.entry(rdfslot_, cc_task, ULong64_t(rdfentry_), cc_task_first)"
     )
+    df = df.Define("cc_event_key", "calocoffea::rng::event_key(cc_file_key, cc_entry)")
     df = df.Define("cc_digi", f"{digi}(hit_energy, hit_layer, hit_i, hit_j, cc_event_key)")
     df = df.Define("raw_energy", "cc_digi.adc[cc_digi.keep]")
     df = df.Define("raw_gain", "cc_digi.gain[cc_digi.keep]")

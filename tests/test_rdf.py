@@ -189,3 +189,31 @@ def test_no_digitizer_options_change_without_random_numbers(files: dict[str, lis
     df = rdf.define_digitized(df, files["sim"][:1], nominal(GEOMETRY), SEED, options)
     n = df.Define("n", "int(raw_energy.size())").Sum("n").GetValue()
     assert n == ak.sum(ak.num(read_events(files["sim"][0]).hits))
+
+
+def test_entry_in_file_with_threads(tmp_path: Path) -> None:
+    """With implicit multi-threading rdfentry_ counts in the order tasks start, not file by
+    file: the digitiser's key must use the entry in the file (the ``event`` branch of a
+    simulated file) whatever the task order."""
+    import ROOT
+
+    sims = [
+        simulate(
+            GEOMETRY,
+            "mu-",
+            Beam(energies_gev=(10.0,)),
+            300 + 50 * k,
+            20 + k,
+            tmp_path / f"m{k}.root",
+        )
+        for k in range(4)
+    ]
+    ROOT.EnableImplicitMT(2)
+    try:
+        df = ROOT.RDataFrame("events", [str(p) for p in sims])
+        df = rdf.define_digitized(df, sims, nominal(GEOMETRY), SEED)
+        columns = df.AsNumpy(["cc_entry", "event", "rdfentry_"])
+    finally:
+        ROOT.DisableImplicitMT()
+    np.testing.assert_array_equal(columns["cc_entry"], columns["event"])
+    assert columns["event"].size == sum(300 + 50 * k for k in range(4))

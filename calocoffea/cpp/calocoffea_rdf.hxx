@@ -19,6 +19,7 @@
 #include <ROOT/RVec.hxx>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -198,18 +199,42 @@ struct CellLookup {
    }
 };
 
-// per-file random keys: the file of an RDataFrame task (rdfsampleinfo_) -> (key, first entry)
+// per-file random keys: the file of an RDataFrame task (rdfsampleinfo_) -> its key
 struct FileKeys {
    std::vector<std::string> names;
-   std::vector<std::uint64_t> keys, first_entry;
+   std::vector<std::uint64_t> keys;
 
-   std::size_t of(const ROOT::RDF::RSampleInfo &info) const
+   std::uint64_t of(const ROOT::RDF::RSampleInfo &info) const
    {
-      const std::string id = info.AsString();
+      const std::string id = info.AsString(); // "<file>/<tree>"
       for (std::size_t k = 0; k < names.size(); ++k)
          if (id.rfind(names[k], 0) == 0 && id.size() > names[k].size() && id[names[k].size()] == '/')
-            return k;
+            return keys[k];
       throw std::runtime_error("calocoffea: no random key for " + id);
+   }
+};
+
+// The entry of an event in its file, which keys its random numbers. rdfentry_ is not it: with
+// implicit multi-threading it counts entries in the order tasks start. A task (DefinePerSample
+// runs once per task and slot) is a contiguous range of one file's entries, starting at
+// rdfsampleinfo_.EntryRange().first and processed in order on one slot, with rdfentry_
+// contiguous too: so the entry is that start plus rdfentry_ minus the task's first rdfentry_.
+struct EntryInFile {
+   std::vector<std::uint64_t> task, first; // per slot: current task and its first rdfentry_
+   std::atomic<std::uint64_t> tasks{0};
+
+   EntryInFile() {}
+   void slots(unsigned n) { task.assign(n, 0), first.assign(n, 0); }
+   std::uint64_t new_task() { return ++tasks; }
+
+   std::uint64_t entry(unsigned slot, std::uint64_t this_task, std::uint64_t rdfentry,
+                       std::uint64_t range_first)
+   {
+      if (task[slot] != this_task) {
+         task[slot] = this_task;
+         first[slot] = rdfentry;
+      }
+      return range_first + (rdfentry - first[slot]);
    }
 };
 
