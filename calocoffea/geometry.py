@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -259,24 +260,12 @@ class Geometry:
 
     def cell_index(self, cellid: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Position of each cell id in :meth:`cellids` (a dense index for per-cell tables);
-        -1 for ids that name no cell of this geometry."""
+        -1 for ids that name no cell of this geometry. One compiled pass over the ids (the
+        calibrate and histogram processors call it on every hit)."""
         rows, table = self._index_table
-        section, layer, i, j = decode_cellid(cellid)
-        if len(rows) == 1:
-            offset, first, n_layers, i0, ni, j0, nj = rows[0]
-            ok = section == 0
-        else:
-            ok = section < len(rows)
-            offset, first, n_layers, i0, ni, j0, nj = rows[np.where(ok, section, 0)].T
-        layer -= first
-        i -= i0
-        j -= j0
-        ok &= (layer >= 0) & (layer < n_layers) & (i >= 0) & (i < ni) & (j >= 0) & (j < nj)
-        flat = offset + (layer * ni + i) * nj + j
-        flat[~ok] = 0
-        index = table[flat]
-        index[~ok] = -1
-        return index
+        ids = np.ascontiguousarray(np.asarray(cellid, dtype=np.uint64).ravel())
+        index = _cell_index(ids, rows, table, *_FIELD_SHIFTS, _IJ_OFFSET)
+        return index.reshape(np.shape(cellid))
 
     @cached_property
     def cell_layer(self) -> IntArray:
@@ -338,6 +327,37 @@ def encode_cellid(
         if np.any((v < 0) | (v >= 1 << width)):
             raise GeometryError(f"cell id field {name!r} out of its {width}-bit range")
         out |= v.astype(np.uint64) << np.uint64(first)
+    return out
+
+
+#: (shift, mask) of the section, layer, i and j fields of a cell id, for compiled code
+_FIELD_SHIFTS = tuple(
+    value
+    for name in ("section", "layer", "i", "j")
+    for value in (CELLID_FIELDS[name][0], (1 << CELLID_FIELDS[name][1]) - 1)
+)
+
+
+@numba.njit(cache=True)
+def _cell_index(ids, rows, table, s0, m0, s1, m1, s2, m2, s3, m3, ij_offset):  # type: ignore[no-untyped-def]
+    """Geometry.cell_index on a flat uint64 array: decode, bounds-check, look up."""
+    out = np.empty(ids.size, np.int64)
+    n_sections = rows.shape[0]
+    for h in range(ids.size):
+        c = ids[h]
+        section = np.int64((c >> np.uint64(s0)) & np.uint64(m0))
+        layer = np.int64((c >> np.uint64(s1)) & np.uint64(m1))
+        i = np.int64((c >> np.uint64(s2)) & np.uint64(m2)) - ij_offset
+        j = np.int64((c >> np.uint64(s3)) & np.uint64(m3)) - ij_offset
+        out[h] = -1
+        if section >= n_sections:
+            continue
+        offset, first, n_layers, i0, ni, j0, nj = rows[section]
+        layer -= first
+        i -= i0
+        j -= j0
+        if 0 <= layer < n_layers and 0 <= i < ni and 0 <= j < nj:
+            out[h] = table[offset + (layer * ni + i) * nj + j]
     return out
 
 

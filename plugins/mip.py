@@ -87,7 +87,9 @@ class MipCalibration(PriorConstants, CalibrationMethod):
         """Per-cell histogram of the hit signals in photo-electrons of the prior light yield
         (``cell``, ``pe``), one bin per photo-electron: at about 12 p.e. per MIP the SiPM
         spectrum is a comb of p.e. peaks, and finer bins would alias it."""
-        _, fields, cell, _ = calibrate_chunk(events, self.geometry, self._dense, CalibrationSteps())
+        _, fields, cell, _ = calibrate_chunk(
+            events, self.geometry, self._dense, CalibrationSteps(), fields=()
+        )
         h = self.book()
         h.fill(cell=cell, pe=fields["energy"] * self._dense.cells["light_yield_pe"][cell])
         return h

@@ -26,11 +26,17 @@ _PASSED = ("cellid", "layer", "i", "j", "x", "y", "z", "time", "gain", "edep")
 
 
 def calibrate_chunk(
-    events: Any, geometry_name: str, dense: DenseConstants, steps: CalibrationSteps
+    events: Any,
+    geometry_name: str,
+    dense: DenseConstants,
+    steps: CalibrationSteps,
+    fields: tuple[str, ...] = _PASSED,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """Calibrate the raw hits of a chunk: (hits per event, flat hit fields with the calibrated
-    ``energy`` and ``flags``, dense cell indices, cutflow step). Nothing is removed."""
-    counts, flat = flat_hits(events, (*_PASSED, "energy", "flags"))
+    ``energy`` and ``flags``, dense cell indices, cutflow step). Nothing is removed. Only
+    ``fields`` (with ``cellid``, ``layer``, ``gain``) are read besides energy and flags."""
+    needed = dict.fromkeys(("cellid", "layer", "gain", *fields, "energy", "flags"))
+    counts, flat = flat_hits(events, tuple(needed))
     cell = cell_indices(events, flat["cellid"], geometry_name)
     fields, step = calibrate_flat(len(events), flat, cell, dense, steps)
     return counts, fields, cell, step

@@ -75,15 +75,20 @@ class DigitizeProcessor(processor.ProcessorABC):
 
 
 def digitize_chunk(
-    events: Any, conditions: Conditions, seed: int, options: DigitizationOptions
+    events: Any,
+    conditions: Conditions,
+    seed: int,
+    options: DigitizationOptions,
+    fields: tuple[str, ...] = (*_PASSED, "time"),
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Digitise the simulated hits of a chunk: (kept hits per event, flat raw hit fields,
     cutflow step).
 
     Steps: flatten hits; remove invalid deposits (NaN, negative: counted); look up cells;
     digitise (:func:`calocoffea.digitization.digitize`, random numbers keyed by ``seed``, the
-    file's UUID and the global entry); keep hits above threshold in live cells."""
-    counts, flat = flat_hits(events, (*_PASSED, "energy", "time"))
+    file's UUID and the global entry); keep hits above threshold in live cells. Of the
+    passed-through hit fields only ``fields`` are read (``cellid`` always)."""
+    counts, flat = flat_hits(events, tuple(dict.fromkeys(("cellid", *fields, "energy"))))
     energy = flat["energy"].astype(np.float64)
     valid = np.isfinite(energy) & (energy >= 0)
     cell = cell_indices(events, flat["cellid"], conditions.geometry)
@@ -94,8 +99,9 @@ def digitize_chunk(
     out_counts = np.bincount(event_of_hit[keep], minlength=len(counts))
     hit_fields = {name: flat[name][keep] for name in _PASSED if name in flat}
     hit_fields["energy"] = result.adc[keep]
-    hit_fields["time"] = (flat["time"] if "time" in flat else 0.0) + result.time
-    hit_fields["time"] = np.broadcast_to(hit_fields["time"], energy.shape)[keep]
+    if "time" in fields:
+        time = (flat["time"] if "time" in flat else 0.0) + result.time
+        hit_fields["time"] = np.broadcast_to(time, energy.shape)[keep]
     hit_fields["flags"] = result.flags[keep]
     hit_fields["gain"] = result.gain[keep]
     hit_fields["edep"] = energy[keep]

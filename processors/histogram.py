@@ -43,8 +43,6 @@ from calocoffea.processors.calibrate import calibrate_chunk, calibrate_flat
 from calocoffea.processors.common import cell_indices, chunk_key, cutflow_step, flat_hits
 from calocoffea.processors.digitize import digitize_chunk
 
-#: Hit fields the histograms use.
-_FIELDS = ("cellid", "layer", "i", "j", "x", "y", "energy", "flags")
 #: Typical response per GeV of beam at each stage, times the MIP-equivalent per GeV.
 _ADC_PER_MIP = 345.0
 #: Every histogram the processor can fill: the count histograms, then the weighted ones.
@@ -123,6 +121,16 @@ class HistogramProcessor(processor.ProcessorABC):
             self.dense = self.constants.dense(geometry)
 
     @property
+    def hit_fields(self) -> tuple[str, ...]:
+        """The hit fields the chosen histograms need besides energy and flags (what is read)."""
+        needed = ["cellid", "layer"]
+        if {"occupancy", "cell_energy"} & set(self.histograms):
+            needed += ["i", "j"]
+        if "transverse" in self.histograms:
+            needed += ["x", "y"]
+        return tuple(needed)
+
+    @property
     def filled_stage(self) -> str:
         return self.steps.stage if self.constants is not None else self.stage
 
@@ -182,7 +190,7 @@ class HistogramProcessor(processor.ProcessorABC):
         steps: dict[str, Any] = {}
         if self.conditions is not None and self.dense is not None:
             counts, raw, steps["digitize"] = digitize_chunk(
-                events, self.conditions, self.seed, self.digitization
+                events, self.conditions, self.seed, self.digitization, self.hit_fields
             )
             cell = get_geometry(self.geometry).cell_index(raw["cellid"])
             flat, steps["calibrate"] = calibrate_flat(
@@ -190,10 +198,10 @@ class HistogramProcessor(processor.ProcessorABC):
             )
         elif self.dense is not None:
             counts, flat, cell, steps["calibrate"] = calibrate_chunk(
-                events, self.geometry, self.dense, self.steps
+                events, self.geometry, self.dense, self.steps, self.hit_fields
             )
         else:
-            counts, flat = flat_hits(events, _FIELDS)
+            counts, flat = flat_hits(events, (*self.hit_fields, "energy", "flags"))
             cell = cell_indices(events, flat["cellid"], self.geometry)
         beam = ak.to_numpy(events.beam_energy).astype(np.float64)
         h, w, finite = self.fill(beam, counts, flat, cell)
@@ -218,7 +226,8 @@ class HistogramProcessor(processor.ProcessorABC):
         flat: dict[str, np.ndarray],
         cell: np.ndarray,
     ) -> tuple[dict[str, hist.Hist], dict[str, hist.Hist], np.ndarray]:
-        """Book and fill the histograms of one chunk from flat hits (fields of ``_FIELDS``,
+        """Book and fill the histograms of one chunk from flat hits (``energy``, ``layer``,
+        ``cellid``, optional ``flags``; ``i``, ``j``, ``x``, ``y`` as :attr:`hit_fields` says;
         ``i`` and ``j`` optional) and dense cell indices; also the mask of finite energies."""
         energy = np.asarray(flat["energy"], np.float64)
         finite = np.isfinite(energy)
