@@ -264,7 +264,7 @@ class Geometry:
         calibrate and histogram processors call it on every hit)."""
         rows, table = self._index_table
         ids = np.ascontiguousarray(np.asarray(cellid, dtype=np.uint64).ravel())
-        index = _cell_index(ids, rows, table, *_FIELD_SHIFTS, _IJ_OFFSET)
+        index = _cell_index(ids, rows, table, _FIELD_SHIFTS, _IJ_OFFSET)
         return index.reshape(np.shape(cellid))
 
     @cached_property
@@ -331,24 +331,25 @@ def encode_cellid(
 
 
 #: (shift, mask) of the section, layer, i and j fields of a cell id, for compiled code
-_FIELD_SHIFTS = tuple(
-    value
-    for name in ("section", "layer", "i", "j")
-    for value in (CELLID_FIELDS[name][0], (1 << CELLID_FIELDS[name][1]) - 1)
+_FIELD_SHIFTS = np.array(
+    [(CELLID_FIELDS[n][0], (1 << CELLID_FIELDS[n][1]) - 1) for n in ("section", "layer", "i", "j")],
+    dtype=np.uint64,
 )
 
 
 @numba.njit(cache=True)
-def _cell_index(ids, rows, table, s0, m0, s1, m1, s2, m2, s3, m3, ij_offset):  # type: ignore[no-untyped-def]
+def _cell_index(ids, rows, table, fields, ij_offset):
     """Geometry.cell_index on a flat uint64 array: decode, bounds-check, look up."""
+    s0, m0, s1, m1 = fields[0, 0], fields[0, 1], fields[1, 0], fields[1, 1]
+    s2, m2, s3, m3 = fields[2, 0], fields[2, 1], fields[3, 0], fields[3, 1]
     out = np.empty(ids.size, np.int64)
     n_sections = rows.shape[0]
     for h in range(ids.size):
         c = ids[h]
-        section = np.int64((c >> np.uint64(s0)) & np.uint64(m0))
-        layer = np.int64((c >> np.uint64(s1)) & np.uint64(m1))
-        i = np.int64((c >> np.uint64(s2)) & np.uint64(m2)) - ij_offset
-        j = np.int64((c >> np.uint64(s3)) & np.uint64(m3)) - ij_offset
+        section = np.int64((c >> s0) & m0)
+        layer = np.int64((c >> s1) & m1)
+        i = np.int64((c >> s2) & m2) - ij_offset
+        j = np.int64((c >> s3) & m3) - ij_offset
         out[h] = -1
         if section >= n_sections:
             continue

@@ -38,8 +38,8 @@ def calibrate_chunk(
     needed = dict.fromkeys(("cellid", "layer", "gain", *fields, "energy", "flags"))
     counts, flat = flat_hits(events, tuple(needed))
     cell = cell_indices(events, flat["cellid"], geometry_name)
-    fields, step = calibrate_flat(len(events), flat, cell, dense, steps)
-    return counts, fields, cell, step
+    calibrated, step = calibrate_flat(len(events), flat, cell, dense, steps)
+    return counts, calibrated, cell, step
 
 
 def calibrate_flat(
