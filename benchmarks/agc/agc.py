@@ -291,11 +291,33 @@ def count_events(files: list[Path]) -> int:
 
 @contextlib.contextmanager
 def dask_cluster(workers: int) -> Iterator[Any]:
-    from distributed import Client, LocalCluster
+    """calocoffea's local Dask cluster, started before the clock."""
+    from distributed import Client
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+    from calocoffea.runner import local_cluster
+
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         yield cluster, client
+
+
+def process_cpu_s() -> float:
+    """CPU time of this process so far [s] (user + system)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_split(client: Any, function: Callable[[], Any]) -> dict[str, float]:
+    """Wall time of one run of ``function`` and the CPU it took in the client process (with
+    the local scheduler) and in each worker [s]."""
+    client0, workers0 = process_cpu_s(), client.run(process_cpu_s)
+    start = time.perf_counter()
+    function()
+    wall = time.perf_counter() - start
+    client1, workers1 = process_cpu_s(), client.run(process_cpu_s)
+    per_worker = [workers1[w] - workers0[w] for w in workers0]
+    return {"wall": wall, "client": client1 - client0, "worker": float(np.mean(per_worker))}
 
 
 def worker_peaks(client: Any) -> list[float]:
@@ -409,9 +431,18 @@ def benchmark(args: argparse.Namespace, sims: list[Path], raws: list[Path]) -> i
                 lambda a=address: calocoffea_run(sims, "sim", scheduler=a),
             )  # fmt: skip
             peaks[workers] = worker_peaks(client)
+            if workers == 2:
+                split = cpu_split(
+                    client, lambda a=address: calocoffea_run(sims, "sim", scheduler=a)
+                )
     pairs["full x2"] = (dask_rows[2], rdf_mt)
     scaling = dask_rows[1]["wall_s"] / dask_rows[2]["wall_s"]
     table = _table(args, events, pairs, scaling, peaks, describe())
+    table += (
+        f" In one 2-worker run ({split['wall']:.2f} s) each worker used {split['worker']:.2f} s "
+        f"of CPU, and the client with the local scheduler, on the same two cores, "
+        f"{split['client']:.2f} s."
+    )
     print()
     print(table)
     if args.metrics:
