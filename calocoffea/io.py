@@ -29,8 +29,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import glob
 import json
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -236,8 +239,37 @@ def _check_output_path(path: Path) -> None:
         )
 
 
+def remove_stale(path: Path) -> list[Path]:
+    """Remove what killed runs left beside ``path``: the hidden temporaries and shard
+    directories ``.<name>.tmp-<pid>-*`` and ``.<name>-shards-<pid>-*`` whose process is no
+    longer alive (a SIGKILL leaves no chance to clean up). Another live run's are kept."""
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.name)}[.-][ts]*-*-*"):
+        match = re.fullmatch(rf"\.{re.escape(path.name)}(?:\.tmp|-shards)-(\d+)-.*", stale.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _create_temporary(path: Path) -> Path:
     """An empty file beside ``path``, created exclusively, that will become ``path``."""
+    remove_stale(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))

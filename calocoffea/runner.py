@@ -50,6 +50,7 @@ from calocoffea.io import (
     open_events,
     read_events,
     read_metadata,
+    remove_stale,
     write_events,
 )
 from calocoffea.methods import CalibrationMethod, ReconstructionMethod
@@ -283,7 +284,8 @@ def _check_output(output: str | os.PathLike[str], files: Sequence[str | os.PathL
 
 @contextlib.contextmanager
 def _shard_directory(target: Path) -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix=f".{target.name}-shards-", dir=target.parent)
+    remove_stale(target)  # shards of a killed run
+    directory = tempfile.mkdtemp(prefix=f".{target.name}-shards-{os.getpid()}-", dir=target.parent)
     try:
         yield directory
     finally:
