@@ -35,6 +35,7 @@ reproduce: $(STAMP)
 
 benchmark: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	$(PY) benchmarks/agc/agc.py --size full --readme
 
 clean:
 	rm -rf $(VENV) $(DEMO) .mypy_cache .ruff_cache .pytest_cache
