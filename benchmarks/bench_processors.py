@@ -259,8 +259,13 @@ def digitize_job(ctx: Context, sim: Path, raw: Path, chunksize: int | None = Non
     from calocoffea.runner import digitize_files
 
     with quiet():
-        return digitize_files(
-            [sim], raw, conditions=ctx.conditions, seed=SEED, run_options=ctx.run_options(chunksize)
+        return digitize_files(  # timed again and again into the same file
+            [sim],
+            raw,
+            conditions=ctx.conditions,
+            seed=SEED,
+            run_options=ctx.run_options(chunksize),
+            overwrite=True,
         )
 
 
@@ -389,7 +394,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     if job == "digitize":
         runner.digitize_files(
             [args["input"]], args["output"], conditions=conditions, seed=args["seed"],
-            run_options=options,
+            run_options=options, overwrite=True,
         )
     else:
         runner.histogram_files([args["input"]], None, constants=constants, run_options=options)

@@ -344,19 +344,24 @@ def _same_geometry(path: str | os.PathLike[str], geometry: Geometry) -> None:
 
 
 def apply_aging_files(
-    files: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], aging: Aging
+    files: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    aging: Aging,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write the damaged version of simulated ``files`` (stage ``sim``) to ``output``:
     ``hit_energy`` = E / A_cell, ``hit_edep`` = the undamaged deposit (the input's ``edep``
     where it has one), event scalars unchanged; the metadata ``extra`` keeps the truth
     (``aging``: :meth:`Aging.to_dict`, read back with :func:`aging_truth`), the inputs and the
-    first input's beam and particle."""
+    first input's beam and particle. An existing ``output`` is an error unless
+    ``overwrite``."""
     if not files:
         raise InputFileError("no input files given to age")
     geo = get_geometry(aging.geometry)
     from calocoffea.runner import _check_output
 
-    target = _check_output(output, files)
+    target = _check_output(output, files, overwrite=overwrite)
     for path in files:
         _same_geometry(path, geo)
     first = read_metadata(files[0]).extra

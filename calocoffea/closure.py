@@ -133,8 +133,10 @@ def closure_point(
         "default": DigitizationOptions(),
     }.items():
         raw, mip = Path(f"{stem}-{label}-raw.root"), Path(f"{stem}-{label}-mip.root")
-        digitize_files([sim], raw, seed=seed, options=options, run_options=run_options)
-        calibrate_files([raw], mip, constants, run_options=run_options)
+        # scratch files of this point in ``workdir``: a rerun replaces them
+        digitize_files([sim], raw, seed=seed, options=options, run_options=run_options,
+                       overwrite=True)  # fmt: skip
+        calibrate_files([raw], mip, constants, run_options=run_options, overwrite=True)
         ratios[label] = _calibrated_sums(mip, geo, conditions) / mc
         if label == "default":
             flags = read_events(mip).hits.flags

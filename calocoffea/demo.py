@@ -200,7 +200,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole chain into ``out`` (module docstring); return the results dict that
     ``out/results.json`` holds. Intermediate ROOT files go to ``out/data`` and are removed
-    at the end unless ``keep_data``."""
+    at the end unless ``keep_data``. The demo owns the files it names in ``out`` and
+    replaces them on a rerun (its jobs run with ``overwrite=True``); it never deletes
+    ``out`` itself, which may hold other files."""
     from calocoffea import report
 
     config = config or DemoConfig()
@@ -236,6 +238,7 @@ def run_demo(
             out / "histograms.root",
             beam_energies_gev=config.energies_gev,
             run_options=run_options,
+            overwrite=True,
         ).histograms
     with clock.step("figures"):
         figures = _figures(
@@ -413,6 +416,7 @@ def _digitise(
             conditions=pseudo,
             seed=seed + 1,
             run_options=run_options,
+            overwrite=True,
         ).output
     with clock.step(f"digitise {config.reference_muons} reference muons (design conditions)"):
         reference = digitize_files(
@@ -421,6 +425,7 @@ def _digitise(
             conditions=design,
             seed=seed + 2,
             run_options=run_options,
+            overwrite=True,
         ).output
     with clock.step("digitise the electrons on both gains"):
         electrons = digitize_files(
@@ -430,6 +435,7 @@ def _digitise(
             seed=seed + 3,
             options=DigitizationOptions(dual_gain=True),
             run_options=run_options,
+            overwrite=True,
         ).output
     return {
         "muons": data_muons,
@@ -593,6 +599,7 @@ def _electron_chain(
                 constants[key],
                 steps=CalibrationSteps(to_gev=True),
                 run_options=run_options,
+                overwrite=True,
             )
             assert calibrated.output is not None
             files[key] = calibrated.output

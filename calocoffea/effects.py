@@ -781,32 +781,44 @@ def apply_effects_files(
     effects: Effects,
     *,
     run_options: RunOptions | None = None,
+    overwrite: bool = False,
+    skip_bad_files: bool = False,
 ) -> RunResult:
     """Apply ``effects`` to simulated files (stage ``sim``) into one file of pseudo-data
     (stage ``sim``): hit energies Ẽ [MeV], truth deposits in ``hit_edep`` (0 for noise-only
     hits), event scalars (``edep_active`` included) unchanged; metadata extra ``effects``,
     ``inputs`` and the input's beam and particle. ``result.cutflow["effects"]`` counts hits
-    removed by reason and added (noise)."""
+    removed by reason and added (noise). An existing ``output`` is an error unless
+    ``overwrite``. With ``skip_bad_files``, bad input files are left out and named
+    (:func:`calocoffea.runner.run`; metadata extra ``skipped_inputs``)."""
     from calocoffea.processors.effects import EffectsProcessor
     from calocoffea.runner import (
         RunOptions,
         _beam_and_particle,
-        _check_inputs,
         _check_output,
         _geometry_of,
+        _inputs_extra,
         _merge,
+        _select_inputs,
         _shard_directory,
         _warn_invalid,
         run,
     )
 
-    metadata = _check_inputs(files, "sim")
-    geometry = _geometry_of(metadata, files)
-    target = _check_output(output, files)
+    inputs = _select_inputs(files, "sim", skip_bad_files)
+    metadata = inputs.metadata
+    geometry = _geometry_of(metadata, inputs.files)
+    target = _check_output(output, files, overwrite=overwrite)
     with _shard_directory(target) as shards:
         proc = EffectsProcessor(effects, geometry.name, shards)
-        result = run(proc, files, run_options or RunOptions())
-        extra = {"inputs": [str(f) for f in files], **_beam_and_particle(metadata[0])}
+        result = run(
+            proc,
+            inputs.files,
+            run_options or RunOptions(),
+            skip_bad_files=skip_bad_files,
+            skipped=inputs.skipped,
+        )
+        extra = {**_inputs_extra(files, result), **_beam_and_particle(metadata[0])}
         result.output = _merge(result.shards, target, proc.metadata(extra))
     _warn_invalid(result.cutflow)
     return result

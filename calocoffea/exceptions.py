@@ -23,6 +23,10 @@ class PluginLoadError(CalocoffeaError, ImportError):
     """An installed plugin whose entry point could not be imported."""
 
 
+class PluginRuntimeError(CalocoffeaError, RuntimeError):
+    """A plugin (calibration method, reconstruction) that raised while processing a chunk."""
+
+
 class GeometryError(CalocoffeaError, ValueError):
     """An inconsistent geometry definition or a cell outside the geometry."""
 
@@ -45,6 +49,30 @@ class StageMismatchError(InputFileError):
 
 class MissingCollectionError(InputFileError):
     """An EDM4hep collection (or ntuple tree) that the file does not have."""
+
+
+class MissingTreeError(InputFileError):
+    """An input file without the events tree."""
+
+
+class CorruptFileError(InputFileError):
+    """An input file whose bytes cannot be read back: cut short, or damaged baskets."""
+
+
+class BranchTypeError(InputFileError):
+    """A branch whose type cannot be read safely as its documented type."""
+
+
+class HitCounterError(InputFileError):
+    """Hit branches that do not share the one hit counter ``nhit``."""
+
+
+class DuplicateHitError(InputFileError):
+    """Raw or calibrated hits that read one cell more than once in one event."""
+
+
+class EmptyInputError(InputFileError):
+    """An input file whose events tree has no entries: nothing to process."""
 
 
 class CellIDEncodingError(CalocoffeaError, ValueError):

@@ -38,6 +38,8 @@ CELLID_FIELDS: dict[str, tuple[int, int]] = {
     "j": (32, 16),
 }
 _IJ_OFFSET = 1 << 15
+#: Bits of a cell id that no field uses: set in a real id, they make it no cell of ours.
+_UNUSED_BITS = ((1 << 64) - 1) ^ sum(((1 << w) - 1) << f for f, w in CELLID_FIELDS.values())
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class Geometry:
         calibrate and histogram processors call it on every hit)."""
         rows, table = self._index_table
         ids = np.ascontiguousarray(np.asarray(cellid, dtype=np.uint64).ravel())
-        index = _cell_index(ids, rows, table, _FIELD_SHIFTS, _IJ_OFFSET)
+        index = _cell_index(ids, rows, table, _FIELD_SHIFTS, _IJ_OFFSET, np.uint64(_UNUSED_BITS))
         return index.reshape(np.shape(cellid))
 
     @cached_property
@@ -276,6 +278,7 @@ class Geometry:
         """True for ids that name a cell of this geometry."""
         section, layer, i, j = decode_cellid(cellid)
         ok = np.array((layer < self.n_layers) & (section < len(self.sections)), dtype=bool)
+        ok &= (np.asarray(cellid, dtype=np.uint64) & np.uint64(_UNUSED_BITS)) == 0
         ok &= self.layer_section[np.minimum(layer, self.n_layers - 1)] == section
         for k, s in enumerate(self.sections):
             sel = ok & (section == k)
@@ -338,7 +341,7 @@ _FIELD_SHIFTS = np.array(
 
 
 @numba.njit(cache=True)
-def _cell_index(ids, rows, table, fields, ij_offset):
+def _cell_index(ids, rows, table, fields, ij_offset, unused):
     """Geometry.cell_index on a flat uint64 array: decode, bounds-check, look up."""
     s0, m0, s1, m1 = fields[0, 0], fields[0, 1], fields[1, 0], fields[1, 1]
     s2, m2, s3, m3 = fields[2, 0], fields[2, 1], fields[3, 0], fields[3, 1]
@@ -351,7 +354,7 @@ def _cell_index(ids, rows, table, fields, ij_offset):
         i = np.int64((c >> s2) & m2) - ij_offset
         j = np.int64((c >> s3) & m3) - ij_offset
         out[h] = -1
-        if section >= n_sections:
+        if section >= n_sections or c & unused:
             continue
         offset, first, n_layers, i0, ni, j0, nj = rows[section]
         layer -= first

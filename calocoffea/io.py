@@ -3,13 +3,15 @@
 What to use when:
 
 - :func:`write_events` writes chunks of awkward records to a new file, atomically.
-- :func:`open_events` checks a file (tree, branches, stage) and returns its uproot TTree;
+- :func:`open_events` checks a file (length, tree, branches and their types, the hit
+  counter, stage) and returns its uproot TTree;
   use it before handing the file to coffea (``NanoEventsFactory`` with
   :class:`calocoffea.schema.CaloSchema`).
 - :func:`read_events` does the same and reads everything into one awkward Array
   (scalars plus a jagged ``hits`` record), for small files and tests.
 - :func:`read_metadata` returns the :class:`FileMetadata` written in a file.
 - :func:`zip_hits` turns arrays read with uproot (``tree.arrays()``) into that layout.
+- :func:`unreadable_branches` names the branches of an entry range that cannot be read.
 
 Layout of a file::
 
@@ -34,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import uuid
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -46,8 +49,13 @@ import numpy as np
 import uproot
 
 from calocoffea.exceptions import (
+    BranchTypeError,
+    CalocoffeaError,
+    CorruptFileError,
+    HitCounterError,
     InputFileError,
     MissingBranchError,
+    MissingTreeError,
     OutputPathError,
     StageMismatchError,
 )
@@ -237,6 +245,19 @@ def _check_output_path(path: Path) -> None:
             f"cannot write {path}: directory {parent} is not writable by this user; "
             "choose a directory you can write to"
         )
+
+
+def safe_child(directory: str | os.PathLike[str], name: str) -> Path:
+    """``directory / name`` for a ``name`` that comes from outside (metadata, a configuration,
+    a plugin): an :class:`~calocoffea.exceptions.OutputPathError` unless it is one plain file
+    name, so that no name (``../x``, ``/etc/x``, ``a/b``, ``..``) writes outside ``directory``."""
+    text = str(name)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
+        raise OutputPathError(
+            f"output name {text!r} is not a plain file name (no '/', '\\', '..' or NUL); it "
+            f"would not land inside {directory}: choose a name without a directory part"
+        )
+    return Path(directory) / text
 
 
 def remove_stale(path: Path) -> list[Path]:
@@ -510,8 +531,28 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
+def _check_length(path: Path) -> None:
+    """A :class:`~calocoffea.exceptions.CorruptFileError` if the ROOT file at ``path`` is
+    shorter than its header says (``fEND``); files that are not ROOT are left to uproot."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    if len(header) < 20 or header[:4] != b"root":
+        return
+    (version,) = struct.unpack(">i", header[4:8])
+    big = version >= 1_000_000  # 64-bit seek pointers
+    (end,) = struct.unpack(">q", header[12:20]) if big else struct.unpack(">i", header[12:16])
+    size = path.stat().st_size
+    if size < end:
+        raise CorruptFileError(
+            f"{path} is truncated: its header says the file ends at byte {end} but it has "
+            f"{size} bytes; the copy was cut short (an interrupted transfer, a full disk, a "
+            "job killed while writing it): copy it again from its source, or write it again"
+        )
+
+
 def _open_file(path: str | os.PathLike[str]) -> Any:
-    """The uproot file at ``path``; InputFileError if it is missing or not ROOT."""
+    """The uproot file at ``path``; InputFileError if it is missing or not ROOT,
+    CorruptFileError if it is shorter than its header says."""
     local = "://" not in str(path)
     source: Any = Path(path) if local else str(path)
     if local and not source.is_file():
@@ -519,6 +560,8 @@ def _open_file(path: str | os.PathLike[str]) -> Any:
         raise InputFileError(
             f"input file {source} {why}; check the path (relative paths start at {Path.cwd()})"
         )
+    if local:
+        _check_length(source)
     try:
         return uproot.open(source)
     except Exception as err:
@@ -530,9 +573,12 @@ def _open_file(path: str | os.PathLike[str]) -> Any:
 
 def _metadata_in(file: Any, where: str) -> FileMetadata | None:
     """The metadata of an open file, None if it has none."""
-    if METADATA_KEY not in file:
-        return None
-    text = file[METADATA_KEY]
+    try:
+        if METADATA_KEY not in file:
+            return None
+        text = file[METADATA_KEY]
+    except Exception as err:  # uproot and its decompressors, on damaged bytes
+        raise _damaged(where, f"the {METADATA_KEY!r} object", err) from err
     try:
         if not isinstance(text, str):
             raise ValueError(f"it is a {file.classname_of(METADATA_KEY)}, not a TObjString")
@@ -542,6 +588,14 @@ def _metadata_in(file: Any, where: str) -> FileMetadata | None:
             f"{where}: the {METADATA_KEY!r} object cannot be read ({err}); rewrite the file "
             "with calocoffea.io.write_events"
         ) from err
+
+
+def _damaged(where: str, what: str, err: BaseException) -> CorruptFileError:
+    return CorruptFileError(
+        f"{where}: {what} cannot be read ({type(err).__name__}: {_one_line(err)}); the file "
+        "is damaged: copy it again from its source, or write it again (or pass "
+        "--skip-bad-files to leave it out)"
+    )
 
 
 def _no_metadata(where: str) -> InputFileError:
@@ -562,15 +616,23 @@ def read_metadata(path: str | os.PathLike[str]) -> FileMetadata:
 
 
 def _tree_in(file: Any, treename: str, where: str) -> Any:
-    tree = file[treename] if treename in file else None
+    try:
+        tree = file[treename] if treename in file else None
+    except Exception as err:
+        raise CorruptFileError(
+            f"{where}: the TTree {treename!r} cannot be read ({type(err).__name__}: "
+            f"{_one_line(err)}); the file is damaged: copy it again from its source, or "
+            "write it again"
+        ) from err
     if isinstance(tree, uproot.TTree):
         return tree
     contents = ", ".join(
         f"{name} ({classname})" for name, classname in file.classnames(cycle=False).items()
     )
-    raise InputFileError(
+    raise MissingTreeError(
         f"{where} has no TTree {treename!r} (it holds: {contents or 'nothing'}); it is not a "
-        "calocoffea events file, or its events are in another tree: pass treename=..."
+        "calocoffea events file (convert EDM4hep files and flat ntuples with `calocoffea "
+        "convert`), or its events are in another tree: pass treename=..."
     )
 
 
@@ -590,6 +652,109 @@ def _check_branches(tree: Any, required: Collection[str], where: str) -> None:
         + f"\nit has: {', '.join(available)}\nwrite the file with calocoffea.io.write_events, "
         "rename the branches, or pass required=... if your analysis does without them"
     )
+
+
+#: Kinds of numpy dtype read safely as a documented dtype of each kind: integer fields take
+#: integers of any width (a float may hold 2.5, and float32 holds integers exactly only up
+#: to 2**24, float64 up to 2**53); float fields take floats or integers (ADC counts).
+_SAFE_KINDS: dict[str, str] = {"i": "iu", "u": "iu", "f": "iuf"}
+
+
+def _documented_dtype(name: str) -> np.dtype | None:
+    """The documented dtype of branch ``name``, None for undocumented branches."""
+    if name.startswith(HIT_PREFIX):
+        return HIT_DTYPES.get(name[len(HIT_PREFIX) :])
+    if name == COUNTER:
+        return np.dtype(np.int32)
+    if name.startswith("fem_"):
+        return _FEM_SECTION_DTYPE
+    return SCALAR_DTYPES.get(name)
+
+
+def _numeric_dtype(branch: Any, jagged: bool) -> np.dtype | None:
+    """The dtype of one value of ``branch`` if it holds one number per event (``jagged``:
+    one list of numbers per event), else None."""
+    interpretation = branch.interpretation
+    if jagged:
+        if not isinstance(interpretation, uproot.AsJagged):
+            return None
+        interpretation = interpretation.content
+    if not isinstance(interpretation, uproot.interpretation.numerical.Numerical):
+        return None
+    dtype = np.dtype(interpretation.to_dtype)
+    return dtype if dtype.subdtype is None and dtype.fields is None else None
+
+
+def _check_types(tree: Any, where: str) -> None:
+    """Every documented branch of ``tree`` holds numbers its documented type takes safely
+    (:data:`_SAFE_KINDS`), one per event or, for hits, one list of them per event."""
+    for name in tree.keys():
+        documented = _documented_dtype(name)
+        if documented is None:
+            continue
+        branch = tree[name]
+        hits = name.startswith(HIT_PREFIX)
+        shape = "a list of numbers per event" if hits else "one number per event"
+        what = "integers" if documented.kind in "iu" else "integers or floats"
+        fix = (
+            f"write it as {shape}, {what} of any width ({documented} is documented), e.g. "
+            "with calocoffea.io.write_events, or convert it with `calocoffea convert`"
+        )
+        found = _numeric_dtype(branch, hits)
+        if found is None:
+            raise BranchTypeError(
+                f"{where}: tree {tree.name!r}, branch {name!r} holds {branch.typename}, not "
+                f"{shape}; {fix}"
+            )
+        if found.kind not in _SAFE_KINDS[documented.kind]:
+            why = (
+                "an integer: a float may hold 2.5 or lose digits (float32 holds integers "
+                "exactly only up to 2**24, float64 up to 2**53)"
+                if documented.kind in "iu"
+                else "a number"
+            )
+            raise BranchTypeError(
+                f"{where}: tree {tree.name!r}, branch {name!r} holds {found}, but calocoffea "
+                f"reads it as {documented}, {why}; {fix}"
+            )
+
+
+def _check_counters(tree: Any, where: str) -> None:
+    """Every ``hit_*`` branch of ``tree`` is counted by the one counter ``nhit``."""
+    for name in tree.keys():
+        if not name.startswith(HIT_PREFIX):
+            continue
+        counter = tree[name].count_branch
+        if counter is not None and counter.name == COUNTER:
+            continue
+        found = (
+            f"is counted by {counter.name!r}"
+            if counter is not None
+            else "has no counter branch (it keeps its own lengths, like a std::vector)"
+        )
+        raise HitCounterError(
+            f"{where}: tree {tree.name!r}: branch {name!r} {found} but the hit branches "
+            f"are counted by {COUNTER!r}; all hit_* branches must share one counter, "
+            f"{COUNTER!r}, or the hits of an event could be paired with values of another "
+            "hit (a silent wrong answer): write the file with calocoffea.io.write_events, or "
+            "convert it with `calocoffea convert`"
+        )
+
+
+def unreadable_branches(
+    path: str | os.PathLike[str], entry_start: int, entry_stop: int, treename: str = "events"
+) -> dict[str, str]:
+    """The branches of ``treename`` whose entries ``entry_start`` to ``entry_stop`` cannot be
+    read, each with why: how a chunk that failed while reading is diagnosed."""
+    found: dict[str, str] = {}
+    with uproot.open(path) as file:
+        tree = file[treename]
+        for name in tree.keys():
+            try:
+                tree[name].array(entry_start=entry_start, entry_stop=entry_stop)
+            except Exception as err:  # any failure names the branch; none is swallowed
+                found[name] = f"{type(err).__name__}: {_one_line(err)}"
+    return found
 
 
 def _stage_hint(found: str, expected: str) -> str:
@@ -620,10 +785,15 @@ def open_events(
     """The checked events TTree (uproot) of the file at ``path``.
 
     Checks, each an :class:`~calocoffea.exceptions.InputFileError` naming the file:
-    the file is a ROOT file, it has the tree, the tree has the ``required`` branches
-    (:class:`~calocoffea.exceptions.MissingBranchError`), and its stage is ``stage``
-    (:class:`~calocoffea.exceptions.StageMismatchError`). A file without calocoffea
-    metadata is accepted only when ``stage`` is given: that declares its stage.
+    the file is a ROOT file as long as its header says
+    (:class:`~calocoffea.exceptions.CorruptFileError`), it has the tree
+    (:class:`~calocoffea.exceptions.MissingTreeError`), the tree has the ``required``
+    branches (:class:`~calocoffea.exceptions.MissingBranchError`), documented branches hold
+    numbers of a kind their type takes safely (integers for integer fields, integers or
+    floats for float fields: :class:`~calocoffea.exceptions.BranchTypeError`), every hit
+    branch is counted by ``nhit`` (:class:`~calocoffea.exceptions.HitCounterError`), and its
+    stage is ``stage`` (:class:`~calocoffea.exceptions.StageMismatchError`). A file without
+    calocoffea metadata is accepted only when ``stage`` is given: that declares its stage.
     The file stays open as long as the tree is used; ``tree.file.close()`` closes it.
     """
     if stage is not None:
@@ -633,6 +803,8 @@ def open_events(
     try:
         tree = _tree_in(file, treename, where)
         _check_branches(tree, required, where)
+        _check_types(tree, where)
+        _check_counters(tree, where)
         metadata = _metadata_in(file, where)
         if metadata is None and stage is None:
             raise _no_metadata(where)
@@ -668,6 +840,10 @@ def read_events(
     tree = open_events(path, stage=stage, treename=treename)
     try:
         arrays = tree.arrays(entry_start=entry_start, entry_stop=entry_stop)
+    except CalocoffeaError:
+        raise
+    except Exception as err:  # uproot and its decompressors, on damaged baskets
+        raise _damaged(str(path), f"the branches of TTree {treename!r}", err) from err
     finally:
         tree.file.close()
     return zip_hits(arrays)

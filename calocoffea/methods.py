@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from calocoffea import registry
 from calocoffea.constants import Constants, DenseConstants, design_constants, load_constants
-from calocoffea.exceptions import MethodOptionsError
+from calocoffea.exceptions import MethodOptionsError, did_you_mean
 from calocoffea.geometry import Geometry, get_geometry
 
 
@@ -83,9 +83,10 @@ def make_options(cls: type, values: dict[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
+        hints = ", ".join(f"{name!r}{did_you_mean(name, known)}" for name in unknown)
         raise MethodOptionsError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for {cls.__qualname__}; "
-            f"valid: {', '.join(known) or '(none)'}"
+            f"unknown option(s) {hints} for {cls.__qualname__}; "
+            f"valid: {', '.join(known) or '(none)'} (see `calocoffea plugins show NAME`)"
         )
     converted = {name: _convert(cls, name, value, known[name].default, list(known))
                  for name, value in values.items()}  # fmt: skip

@@ -18,6 +18,7 @@ What to use when:
   whether it loads (:class:`PluginInfo`); never raises for a broken plugin. What
   ``calocoffea plugins list`` shows.
 - :func:`find` -- the plugins of any family called ``name`` (``calocoffea plugins show``).
+- :func:`name_of` -- the installed name of a plugin object (for messages).
 - :func:`clear_cache` -- after installing a plugin at run time, and in tests.
 """
 
@@ -83,9 +84,14 @@ def _load(group: str, name: str) -> Any:
     try:
         return ep.load()
     except Exception as err:
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        package = f"the package {dist!r}" if dist else "the package that provides it"
+        reinstall = f"pip install --force-reinstall {dist}" if dist else "pip install ..."
         raise PluginLoadError(
-            f"plugin {name!r} of group {group!r} could not be imported from {ep.value!r}: "
-            f"{err}. Reinstall the package that provides it, or uninstall it."
+            f"plugin {name!r} of group {group!r} could not be imported: entry point "
+            f"{ep.value!r} (module {ep.module!r}) raised {type(err).__name__}: {err}. "
+            f"Check that {package} is installed in this environment and imports "
+            f"(python -c 'import {ep.module}'); reinstall it ({reinstall}) or uninstall it."
         ) from err
 
 
@@ -101,6 +107,17 @@ def load(family: str, name: str) -> Any:
             f"{', '.join(sorted(available)) or '(none)'}.{hint}"
         )
     return _load(group, name)
+
+
+def name_of(obj: Any, family: str) -> str | None:
+    """The name the class ``obj`` (or the class of the instance ``obj``) is installed under
+    in ``family``, or None: for messages about a plugin object."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    value = f"{cls.__module__}:{cls.__qualname__}"
+    for name, ep in _entry_points(_group(family)).items():
+        if ep.value.replace(" ", "") == value:
+            return name
+    return None
 
 
 def load_all(family: str) -> dict[str, Any]:

@@ -47,12 +47,15 @@ def calibrated_sample(
     clipping: bool = True,
     saturation: bool = True,
     run_options: RunOptions | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``output``: ``events`` (per beam point) calibrated showers; returns its path.
 
     Digitised with ``conditions`` (default: the nominal ones), calibrated with the nominal
     constants of ``constants_of`` (default: ``conditions``); ``saturation=False`` raises the
-    pixel counts of both."""
+    pixel counts of both. An existing ``output`` is an error unless ``overwrite``; the
+    intermediate ``<output>.sim.root`` and ``<output>.raw.root`` are this function's own
+    (replaced if a killed run left them, removed at the end)."""
     target = Path(output)
     conditions = conditions or nominal(geometry)
     calibration = constants_of or conditions
@@ -69,9 +72,10 @@ def calibrated_sample(
         simulate(geometry, particle, beam, events, seed, sim)
         options = dataclasses.replace(DigitizationOptions(), clipping=clipping)
         digitize_files([sim], raw, conditions=conditions, seed=seed + 1, options=options,
-                       run_options=run_options)  # fmt: skip
+                       run_options=run_options, overwrite=True)  # fmt: skip
         calibrate_files([raw], target, nominal_constants(calibration),
-                        steps=CalibrationSteps(to_gev=True), run_options=run_options)  # fmt: skip
+                        steps=CalibrationSteps(to_gev=True), run_options=run_options,
+                        overwrite=overwrite)  # fmt: skip
     finally:
         sim.unlink(missing_ok=True)
         raw.unlink(missing_ok=True)

@@ -206,7 +206,10 @@ class ModelCard:
     def from_dict(cls, data: Mapping[str, Any], source: str = "model card") -> ModelCard:
         """The card of a :meth:`to_dict` mapping; errors name ``source`` and the field."""
         if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
-            raise ModelError(f"{source}: not a calocoffea model card (no format {_FORMAT!r})")
+            raise ModelError(
+                f"{source}: not a calocoffea model card (no format {_FORMAT!r}); give the card "
+                "that save_model wrote beside the ONNX file (model.card.json)"
+            )
         if data.get("format_version") != _FORMAT_VERSION:
             raise ModelError(
                 f"{source}: model card format_version {data.get('format_version')!r} is not "
@@ -215,7 +218,11 @@ class ModelCard:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields - {"format", "format_version"})
         if unknown:
-            raise ModelError(f"{source}: unknown fields {unknown}")
+            hints = ", ".join(f"{name!r}{did_you_mean(name, fields)}" for name in unknown)
+            raise ModelError(
+                f"{source}: unknown fields {hints}; the card's fields are {sorted(fields)}: "
+                "rename or remove the others"
+            )
         try:
             inputs = tuple(
                 _from_fields(ModelInput, item, f"{source}: field 'inputs[{n}]'")
@@ -251,7 +258,10 @@ class ModelCard:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ModelError(f"model card {source} is not valid JSON ({err})") from err
+            raise ModelError(
+                f"model card {source} is not valid JSON ({err}); fix it, or copy the card again "
+                "from where the model was exported (save_model writes it)"
+            ) from err
         return cls.from_dict(data, source=f"model card {source}")
 
     def input(self, name: str) -> ModelInput:
@@ -314,11 +324,17 @@ def _check_graph(model: onnx.ModelProto, where: str) -> None:
             "load the data and save with onnx.save_model(..., save_as_external_data=False)"
         )
     if not model.graph.output:
-        raise ModelError(f"{where} has no graph outputs; it may be truncated or corrupt")
+        raise ModelError(
+            f"{where} has no graph outputs; it may be truncated or corrupt: copy it again or "
+            "re-export it with save_model"
+        )
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
-        raise ModelError(f"{where} fails onnx.checker: {err}") from err
+        raise ModelError(
+            f"{where} fails onnx.checker ({err}); it may be corrupt or made by an exporter that "
+            "writes invalid graphs: copy it again or re-export it with save_model"
+        ) from err
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
@@ -440,7 +456,8 @@ def load_model(
         geo = get_geometry(geometry)
         if geo.hash != card.geometry_hash:
             raise GeometryMismatchError(
-                f"model {card.name!r} ({source}) was trained for geometry {card.geometry!r} "
+                f"model {card.name!r} ({source}, card {card_path(source)}) was trained for "
+                f"geometry {card.geometry!r} "
                 f"(hash {card.geometry_hash}) but the input is {geo.name!r} (hash {geo.hash}); "
                 f"use a model trained for {geo.name!r}, or retrain it on a {geo.name!r} sample "
                 f"(the card's command: {card.training_command})"
@@ -580,7 +597,7 @@ class LoadedModel:
         return arrays
 
     def _one(self, item: ModelInput, values: npt.ArrayLike) -> np.ndarray:
-        where = f"model {self.card.name!r} input {item.name!r}"
+        where = f"model {self.card.name!r} ({self.source}) input {item.name!r}"
         x = np.asarray(values)
         if x.dtype.kind not in "biuf":
             raise ModelError(f"{where}: features must be numbers, got dtype {x.dtype}")
@@ -588,7 +605,8 @@ class LoadedModel:
         if x.ndim != len(item.shape) or x.shape[1:] != expected:
             raise ModelError(
                 f"{where}: features have shape {x.shape}, expected (n, "
-                f"{', '.join(map(str, expected))}) as in the model card"
+                f"{', '.join(map(str, expected))}) as in the model card; compute the features "
+                "the card describes, or use a model made for these features"
             )
         x = x.astype(np.float64, copy=False)
         bad = ~np.isfinite(x)

@@ -15,6 +15,7 @@ from calocoffea.geometry import get_geometry
 from calocoffea.io import FileMetadata
 from calocoffea.processors.common import (
     cell_indices,
+    check_one_reading_per_cell,
     chunk_key,
     cutflow_step,
     flat_hits,
@@ -34,10 +35,12 @@ def calibrate_chunk(
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """Calibrate the raw hits of a chunk: (hits per event, flat hit fields with the calibrated
     ``energy`` and ``flags``, dense cell indices, cutflow step). Nothing is removed. Only
-    ``fields`` (with ``cellid``, ``layer``, ``gain``) are read besides energy and flags."""
+    ``fields`` (with ``cellid``, ``layer``, ``gain``) are read besides energy and flags.
+    A cell read twice in one event is a DuplicateHitError (:func:`check_one_reading_per_cell`)."""
     needed = dict.fromkeys(("cellid", "layer", "gain", *fields, "energy", "flags"))
     counts, flat = flat_hits(events, tuple(needed))
     cell = cell_indices(events, flat["cellid"], geometry_name)
+    check_one_reading_per_cell(events, counts, cell, flat["cellid"])
     calibrated, step = calibrate_flat(len(events), flat, cell, dense, steps)
     return counts, calibrated, cell, step
 

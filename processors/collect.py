@@ -16,7 +16,7 @@ from coffea import processor
 from calocoffea import __version__
 from calocoffea.io import FileMetadata
 from calocoffea.methods import CalibrationMethod
-from calocoffea.processors.common import chunk_key, cutflow_step, write_shard
+from calocoffea.processors.common import chunk_key, cutflow_step, plugin_errors, write_shard
 
 
 @dataclass
@@ -29,7 +29,8 @@ class CollectProcessor(processor.ProcessorABC):
 
     def process(self, events: Any) -> dict[str, Any]:
         """Steps: collect; for whole-event methods, write the collected events as a shard."""
-        collected = self.method.collect(events)
+        with plugin_errors(self.method, "calibrations", "collect", events):
+            collected = self.method.collect(events)
         step = cutflow_step(len(events), len(events), 0, 0)
         if not self.method.needs_events:
             return {"cutflow": {"collect": step}, "collected": collected}

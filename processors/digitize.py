@@ -20,6 +20,7 @@ from calocoffea.processors.common import (
     file_identity,
     flat_hits,
     global_entries,
+    merge_same_cell,
     scalars,
     write_shard,
 )
@@ -87,11 +88,16 @@ def digitize_chunk(
     Steps: flatten hits; remove invalid deposits (NaN, negative: counted); look up cells;
     digitise (:func:`calocoffea.digitization.digitize`, random numbers keyed by ``seed``, the
     file's UUID and the global entry); keep hits above threshold in live cells. Of the
-    passed-through hit fields only ``fields`` are read (``cellid`` always)."""
+    passed-through hit fields only ``fields`` are read (``cellid`` always).
+
+    Deposits of one event in one cell are summed first (:func:`merge_same_cell`, counted as
+    ``merged_same_cell``): the cell is read once, and its response is not linear."""
     counts, flat = flat_hits(events, tuple(dict.fromkeys(("cellid", *fields, "energy"))))
-    energy = flat["energy"].astype(np.float64)
-    valid = np.isfinite(energy) & (energy >= 0)
+    n_in = flat["energy"].size
+    valid = np.isfinite(flat["energy"]) & (flat["energy"] >= 0)
     cell = cell_indices(events, flat["cellid"], conditions.geometry)
+    counts, flat, cell, valid, merged = merge_same_cell(counts, flat, cell, valid)
+    energy = flat["energy"].astype(np.float64)
     keys = rng.event_keys(rng.file_key(seed, file_identity(events)), global_entries(events))
     result = digitize(np.where(valid, energy, 0.0), cell, keys, counts, conditions, options)
     keep = result.keep & valid
@@ -112,7 +118,8 @@ def digitize_chunk(
         "invalid_deposit": int(np.count_nonzero(~valid)),
         "dead_cell": int(np.count_nonzero(valid & dead)),
         "below_threshold": int(np.count_nonzero(valid & ~dead & ~result.keep)),
+        **({"merged_same_cell": merged} if merged else {}),
     }
     flagged = {name: n for name, n in count_flags(hit_fields["flags"]).items() if name != "dead"}
-    step = cutflow_step(len(events), len(events), energy.size, int(keep.sum()), removed, flagged)
+    step = cutflow_step(len(events), len(events), n_in, int(keep.sum()), removed, flagged)
     return out_counts, hit_fields, step

@@ -40,7 +40,13 @@ from calocoffea.flags import count_flags
 from calocoffea.geometry import Geometry, decode_cellid, get_geometry
 from calocoffea.io import STAGES
 from calocoffea.processors.calibrate import calibrate_chunk, calibrate_flat
-from calocoffea.processors.common import cell_indices, chunk_key, cutflow_step, flat_hits
+from calocoffea.processors.common import (
+    cell_indices,
+    check_one_reading_per_cell,
+    chunk_key,
+    cutflow_step,
+    flat_hits,
+)
 from calocoffea.processors.digitize import digitize_chunk
 
 #: Typical response per GeV of beam at each stage, times the MIP-equivalent per GeV.
@@ -185,9 +191,13 @@ class HistogramProcessor(processor.ProcessorABC):
 
     # ---- processing --------------------------------------------------------------------
     def process(self, events: Any) -> dict[str, Any]:
-        """Steps: calibrate raw hits if constants are given; drop non-finite energies
-        (counted); fill count histograms; fill weighted histograms under the chunk key."""
+        """Steps: calibrate raw hits if constants are given; drop non-finite energies and
+        negative simulated deposits (counted); fill count histograms; fill weighted histograms
+        under the chunk key. Raw or calibrated hits read once per cell and event (else a
+        DuplicateHitError); simulated deposits split over one cell are histogrammed as
+        stored."""
         steps: dict[str, Any] = {}
+        negative = 0
         if self.conditions is not None and self.dense is not None:
             counts, raw, steps["digitize"] = digitize_chunk(
                 events, self.conditions, self.seed, self.digitization, self.hit_fields
@@ -203,6 +213,13 @@ class HistogramProcessor(processor.ProcessorABC):
         else:
             counts, flat = flat_hits(events, (*self.hit_fields, "energy", "flags"))
             cell = cell_indices(events, flat["cellid"], self.geometry)
+            if self.stage == "sim":  # a deposit is never negative; a reading can be
+                below = np.isfinite(flat["energy"]) & (flat["energy"] < 0)
+                negative = int(np.count_nonzero(below))
+                if negative:
+                    flat = {**flat, "energy": np.where(below, np.nan, flat["energy"])}
+            else:
+                check_one_reading_per_cell(events, counts, cell, flat["cellid"])
         beam = ak.to_numpy(events.beam_energy).astype(np.float64)
         h, w, finite = self.fill(beam, counts, flat, cell)
         flags = flat.get("flags")
@@ -214,7 +231,10 @@ class HistogramProcessor(processor.ProcessorABC):
             len(events),
             finite.size,
             int(finite.sum()),
-            {"non_finite_energy": int(np.count_nonzero(~finite))},
+            {
+                "non_finite_energy": int(np.count_nonzero(~finite)) - negative,
+                **({"invalid_deposit": negative} if negative else {}),
+            },
             flagged,
         )
         return {"cutflow": steps, "counts": h, "ordered": {chunk_key(events): w}}

@@ -22,7 +22,12 @@ from coffea import processor
 
 from calocoffea.flags import HitFlag
 from calocoffea.methods import ReconstructionMethod
-from calocoffea.processors.common import chunk_key, cutflow_step, global_entries
+from calocoffea.processors.common import (
+    chunk_key,
+    cutflow_step,
+    global_entries,
+    plugin_errors,
+)
 
 
 def reconstruction_histograms(label: str) -> dict[str, hist.Hist]:
@@ -54,7 +59,8 @@ class ReconstructProcessor(processor.ProcessorABC):
 
     def process(self, events: Any) -> dict[str, Any]:
         """Steps: predict; count clipped hits; fill the histograms; return the columns."""
-        energy = np.asarray(self.method.predict(events), dtype=np.float64)
+        with plugin_errors(self.method, "reconstructions", "predict", events):
+            energy = np.asarray(self.method.predict(events), dtype=np.float64)
         saturated = (events.hits.flags & int(HitFlag.SATURATED)) != 0
         beam = ak.to_numpy(events.beam_energy).astype(np.float64)
         rank = self.file_ranks.get(str(Path(chunk_key(events)[0]).absolute()), -1)

@@ -105,8 +105,9 @@ def samples(work: Path, train_events: int, test_events: int) -> tuple[list[str],
 
 def train_network(files: list[str], output: Path, steps: int, minutes: float) -> str:
     """``calocoffea train --model dual_branch_cnn``; returns the command (card's)."""
+    # --force: with --ship this retrains the shipped model in place
     command = ["calocoffea", "train", "--model", "dual_branch_cnn", *files, "-o", str(output),
-               "--seed", str(SPLIT_SEED), "--option", f"steps={steps}", "--option",
+               "--force", "--seed", str(SPLIT_SEED), "--option", f"steps={steps}", "--option",
                f"max_minutes={minutes:g}", "--option", "threads=2"]  # fmt: skip
     subprocess.run([str(Path(sys.executable).parent / "calocoffea"), *command[1:]], check=True)
     return shlex.join(command)

@@ -43,8 +43,9 @@ PER_FILE = 15_000
 
 def train(name: str, files: list[Path], options: list[str]) -> tuple[str, float, Path]:
     target = MODELS / f"{GEOMETRY}_{name}.onnx"
+    # --force: this script retrains the shipped models in place
     command = ["calocoffea", "train", "--model", name, *map(str, files), "-o", str(target),
-               "--seed", str(SEED)]  # fmt: skip
+               "--force", "--seed", str(SEED)]  # fmt: skip
     for option in options:
         command += ["--option", option]
     start = time.perf_counter()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.executor import (
+    add_executor_options,
+    add_force_option,
+    output_path,
+    print_cutflow,
+    run_options,
+)
 from calocoffea.cli.inputs import add_input_options, native_inputs
 from calocoffea.constants import load_constants
 
@@ -30,6 +36,7 @@ def add_parser(sub: Any) -> None:
         help="constants (correctionlib JSON, e.g. from `constants nominal`)",
     )
     apply.add_argument("--output", "-o", required=True, help="output ROOT file")
+    add_force_option(apply)
     add_steps_options(apply)
     add_executor_options(apply)
     add_input_options(apply)
@@ -52,6 +59,7 @@ def add_parser(sub: Any) -> None:
     )
     fit.add_argument("--base", metavar="C.json", help="constants the learned tables replace")
     fit.add_argument("--output", "-o", required=True, help="output constants (JSON)")
+    add_force_option(fit)
     add_executor_options(fit)
     fit.set_defaults(handler=run_fit)
 
@@ -92,7 +100,13 @@ def run_apply(args: argparse.Namespace) -> int:
     constants = load_constants(args.constants)
     with native_inputs(args) as files:
         result = calibrate_files(
-            files, args.output, constants, steps=steps(args), run_options=options
+            files,
+            args.output,
+            constants,
+            steps=steps(args),
+            run_options=options,
+            overwrite=args.force,
+            skip_bad_files=args.skip_bad_files,
         )
     print(f"wrote {result.output}")
     print_cutflow(result.cutflow)
@@ -109,9 +123,12 @@ def run_fit(args: argparse.Namespace) -> int:
     from calocoffea.runner import fit_files
 
     registry.load("calibrations", args.method)  # an unknown name lists the installed ones
+    target = output_path(args.output, args.force)  # before the fit
     geometry = read_metadata(args.files[0]).geometry
     method = calibration_method(args.method, geometry, **parse_options(args.option))
-    learned, _ = fit_files(method, args.files, run_options=run_options(args))
+    learned, _ = fit_files(
+        method, args.files, run_options=run_options(args), skip_bad_files=args.skip_bad_files
+    )
     from calocoffea.binned import BinnedConstants
     from calocoffea.exceptions import MethodOptionsError
 
@@ -123,10 +140,10 @@ def run_fit(args: argparse.Namespace) -> int:
                 f"--base does not apply to {args.method!r}: its binned constants are saved "
                 "on their own; leave --base out"
             )
-        path = learned.save(args.output)
+        path = learned.save(target)
     else:
         base = load_constants(args.base) if args.base else design_constants(geometry)
-        path = base.update(learned).save(args.output)
+        path = base.update(learned).save(target)
     print(f"wrote {path} ({args.method}: {', '.join(learned.tables)})")
     print(json.dumps(learned.provenance.fit_quality, indent=2, default=str))
     return 0

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from calocoffea.calibruns import MU_LED, MU_SPREAD, RUN_TYPES
-from calocoffea.cli.executor import output_path
+from calocoffea.cli.executor import add_force_option, output_path
 from calocoffea.exceptions import GeometryMismatchError, SimulationConfigError
 
 _WHAT = {
@@ -48,6 +48,7 @@ def add_parser(sub: Any) -> None:
         help=f"led: relative spread of the light from cell to cell (default: {MU_SPREAD})",
     )
     p.add_argument("--output", "-o", required=True, help="output ROOT file (stage raw)")
+    add_force_option(p)
     p.set_defaults(handler=run)
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise SimulationConfigError(f"--events {args.events}: give a positive number of events")
     if args.seed < 0:
         raise SimulationConfigError(f"--seed {args.seed}: give a non-negative seed")
-    target = output_path(args.output)
+    target = output_path(args.output, args.force)
     if args.conditions:
         conditions = Conditions.load(args.conditions)
         if conditions.geometry != args.geometry:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from calocoffea.cli.executor import output_path
+from calocoffea.cli.executor import add_force_option, output_path
 from calocoffea.conditions import PARAMETERS, Conditions, ConditionsConfig
 
 
@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> None:
         "--noisy-fraction", type=float, default=0.0, help="fraction of noisy cells (default: 0)"
     )
     draw.add_argument("--label", default="", help="name of this draw (default: from the seed)")
+    add_force_option(draw)
     draw.set_defaults(handler=run_draw)
     show = group.add_parser(
         "show",
@@ -41,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 def run_draw(args: argparse.Namespace) -> int:
     config = ConditionsConfig(dead_fraction=args.dead_fraction, noisy_fraction=args.noisy_fraction)
-    target = output_path(args.output)
+    target = output_path(args.output, args.force)
     conditions = Conditions.draw(args.geometry, args.seed, config, label=args.label)
     path = conditions.save(target)
     print(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from calocoffea.cli.executor import output_path
+from calocoffea.cli.executor import add_force_option, output_path
 from calocoffea.conditions import nominal
 from calocoffea.constants import nominal_constants
 from calocoffea.geometry import get_geometry
@@ -21,12 +21,13 @@ def add_parser(sub: Any) -> None:
     )
     nom.add_argument("--geometry", "-g", required=True, help="geometry name (see `geometries`)")
     nom.add_argument("--output", "-o", required=True, help="output JSON file (correctionlib)")
+    add_force_option(nom)
     nom.set_defaults(handler=run_nominal)
 
 
 def run_nominal(args: argparse.Namespace) -> int:
     geometry = get_geometry(args.geometry)
-    target = output_path(args.output)
+    target = output_path(args.output, args.force)
     path = nominal_constants(nominal(geometry)).save(target)
     print(f"wrote {path}: nominal constants for {geometry.name} ({geometry.n_cells} cells)")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from calocoffea.cli.executor import add_force_option
 from calocoffea.cli.inputs import add_input_options, source_options
 
 
@@ -17,6 +18,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("file", metavar="IN", help="EDM4hep file, or an ntuple with --map")
     p.add_argument("--output", "-o", required=True, help="output ROOT file")
+    add_force_option(p)
     add_input_options(p)
     p.set_defaults(handler=run)
 
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from calocoffea.cli.executor import output_path
     from calocoffea.sources import convert
 
-    target = output_path(args.output)
+    target = output_path(args.output, args.force)
     path = convert(args.file, target, source_options(args))
     print(f"wrote {path}")
     return 0

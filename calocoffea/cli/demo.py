@@ -32,7 +32,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, help="seed of the hidden conditions and every sample")
     workers = min(available_cores(), 4)
-    add_executor_options(p, executor="futures", workers=workers, chunksize=100_000)
+    add_executor_options(
+        p, executor="futures", workers=workers, chunksize=100_000, skip_bad_files=False
+    )
     # --quick runs each step on a few seconds of data: starting worker processes for every
     # step would cost more than it saves, so it defaults to the iterative executor
     p.set_defaults(executor=None)

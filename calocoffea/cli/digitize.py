@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.executor import (
+    add_executor_options,
+    add_force_option,
+    print_cutflow,
+    run_options,
+)
 from calocoffea.cli.inputs import add_input_options, native_inputs
 from calocoffea.conditions import Conditions
 
@@ -18,6 +23,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("files", nargs="+", metavar="IN", help="ROOT files at stage sim")
     p.add_argument("--output", "-o", required=True, help="output ROOT file (stage raw)")
+    add_force_option(p)
     p.add_argument(
         "--conditions",
         metavar="C.npz",
@@ -59,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
                 threshold_mip=args.threshold_mip,
             ),
             run_options=options,
+            overwrite=args.force,
+            skip_bad_files=args.skip_bad_files,
         )
     print(f"wrote {result.output}")
     print_cutflow(result.cutflow)

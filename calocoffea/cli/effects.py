@@ -7,7 +7,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.executor import (
+    add_executor_options,
+    add_force_option,
+    print_cutflow,
+    run_options,
+)
 from calocoffea.cli.inputs import add_input_options, native_inputs
 
 
@@ -19,6 +24,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("files", nargs="+", metavar="IN", help="ROOT files at stage sim")
     p.add_argument("--output", "-o", required=True, help="output ROOT file (stage sim)")
+    add_force_option(p)
     p.add_argument(
         "--bias",
         choices=("none", "seed003"),
@@ -103,7 +109,14 @@ def run(args: argparse.Namespace) -> int:
     effects = effects_of(args)  # before any work: a bad option fails at once
     options = run_options(args)
     with native_inputs(args) as files:
-        result = apply_effects_files(files, args.output, effects, run_options=options)
+        result = apply_effects_files(
+            files,
+            args.output,
+            effects,
+            run_options=options,
+            overwrite=args.force,
+            skip_bad_files=args.skip_bad_files,
+        )
     print(f"wrote {result.output}")
     print_cutflow(result.cutflow)
     return 0

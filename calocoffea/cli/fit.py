@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from calocoffea.cli.executor import add_executor_options, run_options
+from calocoffea.cli.executor import add_executor_options, add_force_option, run_options
 
 
 def add_parser(sub: Any) -> None:
@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> None:
         help="leave out energies with at least this fraction of events with a clipped hit",
     )
     res.add_argument("--output", "-o", required=True, help="output JSON")
+    add_force_option(res)
     add_executor_options(res)
     res.set_defaults(handler=run_resolution)
 
@@ -47,10 +48,12 @@ def run_resolution(args: argparse.Namespace) -> int:
     from calocoffea.scan import scan_summary
 
     registry.load("reconstructions", args.method)  # an unknown name lists the installed ones
-    target = _check_output(args.output, args.files)
+    target = _check_output(args.output, args.files, overwrite=args.force)
     geometry = read_metadata(args.files[0]).geometry
     method = reconstruction_method(args.method, geometry, **parse_options(args.option))
-    result = reconstruct_files(args.files, method, run_options=run_options(args))
+    result = reconstruct_files(
+        args.files, method, run_options=run_options(args), skip_bad_files=args.skip_bad_files
+    )
     c = result.columns
     scan = scan_summary(
         c["beam_energy"], c["energy"], c["clipped_hits"], label=args.method,

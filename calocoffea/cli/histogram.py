@@ -6,7 +6,12 @@ import argparse
 import math
 from typing import Any
 
-from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.executor import (
+    add_executor_options,
+    add_force_option,
+    print_cutflow,
+    run_options,
+)
 from calocoffea.cli.inputs import add_input_options, native_inputs
 from calocoffea.constants import load_constants
 from calocoffea.exceptions import ConstantsError
@@ -38,6 +43,7 @@ def add_parser(sub: Any) -> None:
         metavar="OUT.root",
         help="output ROOT file; OUT.root.json beside it holds the lossless UHI form",
     )
+    add_force_option(p)
     p.add_argument(
         "--constants",
         metavar="C.json",
@@ -77,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             steps=CalibrationSteps(to_gev=args.to == "gev"),
             beam_energies_gev=args.beam_energies,
             run_options=options,
+            overwrite=args.force,
+            skip_bad_files=args.skip_bad_files,
         )
     print(f"wrote {result.output} ({len(result.histograms)} histograms)")
     print(f"      {result.output}.json holds them in lossless UHI form")

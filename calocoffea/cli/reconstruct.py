@@ -8,7 +8,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from calocoffea.cli.executor import add_executor_options, print_cutflow, run_options
+from calocoffea.cli.executor import (
+    add_executor_options,
+    add_force_option,
+    print_cutflow,
+    run_options,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +32,7 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a reconstruction option")
     p.add_argument("--output", "-o", required=True, metavar="OUT.root", help="output ROOT file")
+    add_force_option(p)
     add_executor_options(p)
     p.set_defaults(handler=run_reconstruct)
 
@@ -46,6 +52,7 @@ def add_parser(sub: Any) -> None:
     )
     t.add_argument("--seed", type=int, default=0, help="split, initialisation and shuffling seed")
     t.add_argument("--output", "-o", required=True, metavar="MODEL.onnx", help="output model")
+    add_force_option(t)
     t.set_defaults(handler=run_train)
 
 
@@ -67,12 +74,18 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from calocoffea.methods import parse_options
     from calocoffea.runner import _check_output, reconstruct_files
 
-    _check_output(args.output, args.files)
+    _check_output(args.output, args.files, overwrite=args.force)
     geometry = read_metadata(args.files[0]).geometry
     method = reconstruction_for(args.method, geometry, parse_options(args.option))
     label = Path(args.method).stem if args.method.endswith(".onnx") else args.method
     result = reconstruct_files(
-        args.files, method, output=args.output, label=label, run_options=run_options(args)
+        args.files,
+        method,
+        output=args.output,
+        label=label,
+        run_options=run_options(args),
+        overwrite=args.force,
+        skip_bad_files=args.skip_bad_files,
     )
     print_cutflow(result.cutflow)
     c = result.columns
@@ -87,6 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
     from calocoffea import registry
     from calocoffea.exceptions import ModelError
     from calocoffea.methods import parse_options
+    from calocoffea.models.onnxmodel import card_path
     from calocoffea.runner import _check_output
 
     cls = registry.load("reconstructions", args.model)
@@ -96,7 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
         )
     if not args.output.endswith(".onnx"):
         raise ModelError(f"--output {args.output} must end in .onnx")
-    _check_output(args.output, args.files)
+    _check_output(args.output, args.files, overwrite=args.force)
+    _check_output(card_path(args.output), args.files, overwrite=args.force)
     command = shlex.join(["calocoffea", *getattr(args, "argv", ["train"])])
     path = cls.train(
         list(args.files),

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from calocoffea.cli.executor import add_force_option, output_path
 from calocoffea.exceptions import SimulationConfigError
 from calocoffea.simulation.beam import Beam
 from calocoffea.simulation.run import simulate
@@ -65,6 +66,7 @@ def add_parser(sub: Any) -> None:
         help="impact points uniform over the front face instead of a beam spot",
     )
     p.add_argument("--output", "-o", required=True, help="output ROOT file")
+    add_force_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -72,6 +74,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.events <= 0:
         raise SimulationConfigError(f"--events {args.events}: give a positive number of events")
+    target = output_path(args.output, args.force)
     beam = Beam(
         energies_gev=tuple(args.energy or ()),
         energy_range_gev=args.energy_range,
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         beam,
         args.events,
         args.seed,
-        args.output,
+        target,
         run=args.run,
         progress=not args.no_progress and sys.stderr.isatty(),
     )

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from calocoffea.cli.executor import add_force_option
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -30,6 +32,7 @@ def add_parser(sub: Any) -> None:
     )
     per.add_argument("--seed", type=int, default=1, help="seed of the perturbations")
     per.add_argument("--output", "-o", required=True, help="output JSON")
+    add_force_option(per)
     per.set_defaults(handler=run_perturbations)
 
 
@@ -42,7 +45,7 @@ def run_perturbations(args: argparse.Namespace) -> int:
     from calocoffea.study import GRIDS, perturbation_study, regression_lines
 
     registry.load("reconstructions", args.method)  # an unknown name lists the installed ones
-    target = output_path(args.output)
+    target = output_path(args.output, args.force)
     geometry = read_metadata(args.files[0]).geometry
     method = reconstruction_method(args.method, geometry)
 

@@ -55,6 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("files", nargs="*", metavar="IN", help="calocoffea ROOT files of one stage")
     p.add_argument("-o", "--output", metavar="OUT.root", help="output ROOT file")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument(
         "--address", help="gateway address (default: gateway.address of the Dask config)"
     )
@@ -234,7 +235,9 @@ def run(gateway: Any, options: Any, args: argparse.Namespace) -> Any:
                 progress=sys.stderr.isatty(),
             )
             with dask.config.set(client_tls_config(cluster.security)):
-                return histogram_files(args.files, args.output, run_options=run_options)
+                return histogram_files(
+                    args.files, args.output, run_options=run_options, overwrite=args.force
+                )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("files", nargs="+", metavar="IN", help="calocoffea ROOT files of one stage")
     p.add_argument("-o", "--output", required=True, metavar="OUT.root", help="output ROOT file")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--jobs", type=int, default=10, help="HTCondor jobs (one worker each)")
     p.add_argument(
         "--memory",
@@ -276,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=sys.stderr.isatty(),
             )
             with dask.config.set(client_tls_config(cluster.security)):
-                result = histogram_files(args.files, args.output, run_options=options)
+                result = histogram_files(
+                    args.files, args.output, run_options=options, overwrite=args.force
+                )
     print(f"wrote {result.output} ({len(result.histograms)} histograms)")
     return 0
 
