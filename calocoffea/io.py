@@ -231,11 +231,14 @@ def _resolve_compression(compression: str | uproot.compression.Compression | Non
     return algorithm(level)
 
 
-def _check_output_path(path: Path) -> None:
+def check_output_path(path: Path) -> None:
+    """OutputPathError unless a file can be written at ``path``: its directory exists and
+    is writable, and ``path`` is not a directory. Every output check starts here."""
     parent = path.parent
     if not parent.is_dir():
+        why = "is a file, not a directory" if parent.exists() else "does not exist"
         raise OutputPathError(
-            f"cannot write {path}: directory {parent} does not exist; create it first "
+            f"cannot write {path}: {parent} {why}; create the directory first "
             f"(mkdir -p {parent}) or choose another output path"
         )
     if path.is_dir():
@@ -308,7 +311,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     block ends, and is removed if the block raises (KeyboardInterrupt included): the output
     appears complete or not at all. The directory is checked first (OutputPathError)."""
     target = Path(path).absolute()
-    _check_output_path(target)
+    check_output_path(target)
     temporary = _create_temporary(target)
     try:
         yield temporary

@@ -53,6 +53,7 @@ from calocoffea.geometry import Geometry, get_geometry
 from calocoffea.io import (
     FileMetadata,
     atomic_write,
+    check_output_path,
     open_events,
     read_events,
     read_metadata,
@@ -548,20 +549,7 @@ def _check_output(
     target = Path(output).absolute()
     if any(Path(f).absolute() == target for f in files):
         raise OutputPathError(f"output {target} is also an input; choose another output path")
-    parent = target.parent
-    if not parent.is_dir():
-        why = "is a file, not a directory" if parent.exists() else "does not exist"
-        raise OutputPathError(
-            f"cannot write {target}: {parent} {why}; create the directory first "
-            f"(mkdir -p {parent}) or choose another output path"
-        )
-    if target.is_dir():
-        raise OutputPathError(f"cannot write {target}: it is a directory; give a file name")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(
-            f"cannot write {target}: directory {parent} is not writable by this user; "
-            "choose a directory you can write to"
-        )
+    check_output_path(target)
     if not overwrite:
         paths = [target, *(target.with_name(target.name + suffix) for suffix in companions)]
         existing = [str(path) for path in paths if os.path.lexists(path)]

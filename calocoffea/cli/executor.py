@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calocoffea.exceptions import InputFileError, OutputPathError
+from calocoffea.io import check_output_path
 
 if TYPE_CHECKING:
     from calocoffea.runner import RunOptions
@@ -134,20 +135,7 @@ def output_path(path: str, force: bool = False) -> Path:
     """``path`` if its directory exists and is writable and, unless ``force``, nothing is
     there yet; else :class:`OutputPathError` (before any work)."""
     target = Path(path).absolute()
-    parent = target.parent
-    if not parent.is_dir():
-        why = "is a file, not a directory" if parent.exists() else "does not exist"
-        raise OutputPathError(
-            f"cannot write {target}: {parent} {why}; create the directory first "
-            f"(mkdir -p {parent}) or choose another output path"
-        )
-    if target.is_dir():
-        raise OutputPathError(f"cannot write {target}: it is a directory; give a file name")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(
-            f"cannot write {target}: directory {parent} is not writable by this user; "
-            "choose a directory you can write to"
-        )
+    check_output_path(target)
     if not force and os.path.lexists(target):
         raise OutputPathError(
             f"output {target} already exists; choose another output path, or use --force to "
